@@ -1,0 +1,1 @@
+"""Vulnerabilities, insecure configurations and risk scoring (issue 6)."""

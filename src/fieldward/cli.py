@@ -1,0 +1,237 @@
+"""The ``fieldward`` command line (typer + rich).
+
+Every command turns a :class:`~fieldward.errors.FieldWardError` (or an OS error) into one line on
+stderr and exit code 2; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fieldward import __version__
+from fieldward.errors import FieldWardError
+
+app = typer.Typer(
+    name="fieldward",
+    help="FieldWard: passive security monitoring for IoT and OT networks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEMO_DEVICES = 16
+DEMO_MINUTES = 2.0
+DEMO_SEED = 7
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"fieldward: error: {message}", markup=False)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Map expected failures to one clear line and a non-zero exit."""
+    try:
+        yield
+    except FieldWardError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        target = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{target}{exc.strerror or exc}")
+    except KeyboardInterrupt:
+        _fail("interrupted")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log weird events and progress.")] = False,
+) -> None:
+    """FieldWard: passive security monitoring for IoT and OT networks."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the FieldWard version."""
+    typer.echo(__version__)
+
+
+def _run_analysis(captures: list[Path], out: Path, quiet: bool, batch_packets: int) -> None:
+    from fieldward.pipeline import AnalysisOptions, AnalysisResult, analyze
+
+    console = _stdout()
+    options = AnalysisOptions(batch_packets=batch_packets)
+    show_progress = console.is_terminal and not quiet
+    result: AnalysisResult
+    if show_progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(capture: str, done: int, total: int) -> None:
+                if capture not in tasks:
+                    tasks[capture] = int(bar.add_task(Path(capture).name, total=total))
+                bar.update(tasks[capture], completed=done, total=total)  # type: ignore[arg-type]
+
+            result = analyze(captures, out, options, progress)
+    else:
+        result = analyze(captures, out, options)
+    if not quiet:
+        _print_summary(console, result.summary(), out)
+
+
+def _print_summary(console: Console, summary: dict[str, object], out: Path) -> None:
+    overview = Table(title="FieldWard analysis", show_header=False, title_justify="left")
+    overview.add_column("what", style="bold")
+    overview.add_column("value", justify="right")
+    for key, label in (
+        ("packets", "packets"),
+        ("wire_bytes", "bytes (on the wire)"),
+        ("duration_s", "duration (s)"),
+        ("flows", "flows"),
+        ("hosts", "hosts (IP addresses)"),
+        ("mac_addresses", "MAC addresses"),
+        ("weird_total", "weird events"),
+        ("elapsed_s", "analysis time (s)"),
+    ):
+        value = summary.get(key)
+        overview.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(overview)
+
+    by_bytes = summary.get("protocols_by_bytes")
+    by_packets = summary.get("protocols_by_packets")
+    if isinstance(by_bytes, dict) and isinstance(by_packets, dict) and by_bytes:
+        protocols = Table(title="Protocols by bytes", title_justify="left")
+        protocols.add_column("protocol")
+        protocols.add_column("bytes", justify="right")
+        protocols.add_column("packets", justify="right")
+        for name, nbytes in by_bytes.items():
+            protocols.add_row(str(name), f"{nbytes:,}", f"{by_packets.get(name, 0):,}")
+        console.print(protocols)
+
+    apps = summary.get("application_protocols_by_flows")
+    if isinstance(apps, dict) and apps:
+        dissected = Table(title="Application protocols (recognised by content)", title_justify="left")
+        dissected.add_column("protocol")
+        dissected.add_column("flows", justify="right")
+        for name, count in apps.items():
+            dissected.add_row(str(name), f"{count:,}")
+        console.print(dissected)
+
+    weird = summary.get("weird")
+    if isinstance(weird, dict) and weird:
+        weirds = Table(title="Weird events", title_justify="left")
+        weirds.add_column("name")
+        weirds.add_column("count", justify="right")
+        for name, count in weird.items():
+            weirds.add_row(str(name), f"{count:,}")
+        console.print(weirds)
+    console.print(f"Results written to [bold]{out}[/bold] (flows.parquet, events/, summary.json)")
+
+
+@app.command()
+def analyze(
+    captures: Annotated[
+        list[Path], typer.Argument(help="pcap or pcapng files (optionally gzip-compressed).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("fieldward-out"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    batch_packets: Annotated[
+        int, typer.Option(min=1, max=1_048_576, help="Packets per batch (memory vs. overhead).")
+    ] = 65536,
+) -> None:
+    """Analyse capture files: decode, build flows, write DIR/flows.parquet and DIR/summary.json."""
+    with _clear_errors():
+        _run_analysis(captures, out, quiet, batch_packets)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="pcap file to write (.gz to compress).")],
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="Field devices and hosts.")] = 40,
+    minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, help="Capture duration.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Generate a realistic, deterministic plant-network capture."""
+    from fieldward.generator import GeneratorConfig, generate_capture
+
+    with _clear_errors():
+        stats = generate_capture(out, GeneratorConfig(devices=devices, minutes=minutes, seed=seed))
+        if not quiet:
+            _stdout().print(f"wrote {out}: {stats.packets:,} packets, {stats.bytes:,} bytes")
+
+
+@app.command()
+def protocols() -> None:
+    """List the installed protocol dissectors (built-in and plugins)."""
+    from fieldward.protocols.registry import Registry
+
+    with _clear_errors():
+        registry = Registry.default()
+        table = Table(title="Protocol dissectors", title_justify="left")
+        for column in ("name", "transports", "ports", "events", "origin", "description"):
+            table.add_column(column)
+        for entry in registry:
+            d = entry.dissector
+            table.add_row(
+                d.name,
+                ",".join(sorted(t.value for t in d.transports)),
+                ",".join(str(p) for p in sorted(d.ports)),
+                ",".join(sorted({e.log for e in d.event_types})),
+                entry.origin,
+                d.description,
+            )
+        console = _stdout()
+        console.print(table)
+        for failure in registry.failures:
+            console.print(f"[yellow]not loaded[/yellow] {failure.origin}: {failure.error}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("fieldward-demo"),
+) -> None:
+    """Generate the bundled sample plant capture and analyse it (no input needed)."""
+    from fieldward.generator import GeneratorConfig, generate_capture
+
+    with _clear_errors():
+        out.mkdir(parents=True, exist_ok=True)
+        sample = out / "sample-plant.pcap"
+        config = GeneratorConfig(devices=DEMO_DEVICES, minutes=DEMO_MINUTES, seed=DEMO_SEED)
+        stats = generate_capture(sample, config)
+        _stdout().print(f"Sample capture {sample}: {stats.packets:,} packets from a generated plant network")
+        _run_analysis([sample], out, quiet=False, batch_packets=65536)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The console: FastAPI REST API, web UI and exports (issue 7)."""

@@ -1,0 +1,357 @@
+"""TCP stream reassembly: ordered payload per flow and direction, for the protocol dissectors.
+
+:class:`TcpReassembler` turns TCP segments (in capture order, possibly reordered, duplicated or
+overlapping on the wire) into :class:`StreamChunk` objects that carry contiguous, in-order stream
+bytes. Offsets are positions in the stream of one direction: byte 0 is the first byte after the SYN,
+or, when the SYN was not captured (mid-stream pickup), the first payload byte of the first segment seen.
+
+Rules:
+
+- sequence numbers are unwrapped to 64-bit stream offsets, so a stream may cross ``2**32``;
+- a SYN consumes one sequence number; FIN ends the direction once every byte before it is delivered;
+  RST ends it at once (RST payload is not stream data);
+- data already delivered (retransmissions) is dropped; overlapping data is trimmed, the first copy
+  wins, and an overlap whose bytes differ from the first copy counts the weird
+  ``tcp_overlap_conflict`` (checked against buffered data and the last ``overlap_check_bytes``
+  delivered);
+- out-of-order data waits in a buffer for the hole before it to be filled. When the buffer exceeds
+  ``max_buffer_bytes_per_direction``, or the hole is larger than ``max_gap_bytes`` (no TCP window
+  reorders that far), the hole is given up: delivery resumes after it with ``gap_before`` set to the
+  missing byte count and the weird ``tcp_reassembly_gap`` is counted;
+- :meth:`TcpReassembler.close` and :meth:`TcpReassembler.flush` deliver what is left, across holes.
+
+:meth:`TcpReassembler.reassemble_batch` is the batch entry point: a numpy mask first selects the TCP
+packets with payload (or SYN/FIN/RST) of the wanted flows, and only those are fed, in capture order.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from fieldward.capture.batch import PacketBatch
+from fieldward.decode.columns import PROTO_TCP, TCP_FIN, TCP_RST, TCP_SYN, DecodedBatch
+from fieldward.decode.flows import FlowAssignment
+from fieldward.weird import WeirdLog
+
+SEQ_MOD = 1 << 32
+_SEQ_MASK = SEQ_MOD - 1
+_HALF = 1 << 31
+
+DEFAULT_MAX_BUFFER_BYTES = 1 << 20
+DEFAULT_MAX_GAP_BYTES = 1 << 20
+DEFAULT_OVERLAP_CHECK_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """Contiguous in-order bytes of one direction of a TCP flow."""
+
+    flow_id: int
+    direction: int
+    """0: originator to responder; 1: responder to originator."""
+    offset: int
+    """Stream offset of ``data[0]`` (0 = first byte after the SYN, or first byte seen)."""
+    data: bytes
+    ts_ns: int
+    """Capture time of the segment that carried these bytes."""
+    gap_before: int = 0
+    """Bytes missing right before this chunk (never captured, or given up on); 0 when contiguous."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    start: int
+    data: bytes
+    ts_ns: int
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+
+@dataclass(slots=True)
+class _Direction:
+    """Reassembly state of one direction of one flow."""
+
+    isn: int = -1
+    """32-bit sequence number of stream offset 0; -1 until the first segment."""
+    next: int = 0
+    """Stream offset of the next byte to deliver."""
+    pending: list[_Pending] = field(default_factory=list)
+    """Out-of-order data, sorted by start, non-overlapping, every start > ``next``."""
+    pending_bytes: int = 0
+    tail: bytes = b""
+    """The last bytes delivered (ending at ``next``), to check retransmitted overlaps."""
+    fin_at: int = -1
+    """Stream offset of the FIN (end of data), -1 until seen."""
+    closed: bool = False
+
+    def offset_of(self, seq: int) -> int:
+        """The 64-bit stream offset of a 32-bit sequence number (the one nearest to ``next``)."""
+        rel = (seq - self.isn) & _SEQ_MASK
+        candidate = (self.next & ~_SEQ_MASK) + rel
+        diff = candidate - self.next
+        if diff > _HALF:
+            candidate -= SEQ_MOD
+        elif diff < -_HALF:
+            candidate += SEQ_MOD
+        return candidate
+
+
+class TcpReassembler:
+    """Per flow and direction TCP reassembly with bounded buffers (see the module docstring)."""
+
+    def __init__(
+        self,
+        max_buffer_bytes_per_direction: int = DEFAULT_MAX_BUFFER_BYTES,
+        max_gap_bytes: int = DEFAULT_MAX_GAP_BYTES,
+        overlap_check_bytes: int = DEFAULT_OVERLAP_CHECK_BYTES,
+        weird: WeirdLog | None = None,
+    ) -> None:
+        if max_buffer_bytes_per_direction < 0 or max_gap_bytes < 0 or overlap_check_bytes < 0:
+            raise ValueError("reassembly limits must not be negative")
+        self.max_buffer_bytes = max_buffer_bytes_per_direction
+        self.max_gap_bytes = max_gap_bytes
+        self.overlap_check_bytes = overlap_check_bytes
+        self.weird = weird if weird is not None else WeirdLog()
+        self._dirs: dict[tuple[int, int], _Direction] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    def feed(
+        self,
+        flow_id: int,
+        direction: int,
+        seq: int,
+        flags: int,
+        payload: bytes | memoryview,
+        ts_ns: int,
+    ) -> list[StreamChunk]:
+        """Add one TCP segment; returns the stream bytes that became deliverable, in order."""
+        if direction not in (0, 1):
+            raise ValueError(f"direction must be 0 or 1, not {direction}")
+        key = (flow_id, direction)
+        state = self._dirs.get(key)
+        if state is None:
+            state = self._dirs[key] = _Direction()
+        if state.closed:
+            return []
+        seq &= _SEQ_MASK
+        syn = bool(flags & TCP_SYN)
+        data_seq = (seq + 1) & _SEQ_MASK if syn else seq
+        if state.isn < 0:
+            state.isn = data_seq
+            state.next = 0
+        elif syn and state.next == 0 and not state.pending and data_seq != state.isn:
+            # A SYN after stray earlier segments (nothing delivered yet): it defines the stream start.
+            state.isn = data_seq
+        out: list[StreamChunk] = []
+        offset = state.offset_of(data_seq)
+        if flags & TCP_RST:
+            self._finish(flow_id, direction, state, out)
+            return out
+        if len(payload):
+            self._add(flow_id, direction, state, offset, bytes(payload), ts_ns, out)
+        if flags & TCP_FIN and state.fin_at < 0:
+            state.fin_at = offset + len(payload)
+        if 0 <= state.fin_at <= state.next:
+            self._finish(flow_id, direction, state, out)
+        return out
+
+    def close(self, flow_id: int) -> list[StreamChunk]:
+        """Deliver what is left of both directions of a flow (across holes) and forget the flow."""
+        out: list[StreamChunk] = []
+        for direction in (0, 1):
+            state = self._dirs.pop((flow_id, direction), None)
+            if state is not None and not state.closed:
+                self._finish(flow_id, direction, state, out)
+        return out
+
+    def flush(self) -> list[StreamChunk]:
+        """Deliver what is left of every flow and forget them all (end of capture)."""
+        out: list[StreamChunk] = []
+        for flow_id in sorted({flow for flow, _ in self._dirs}):
+            out.extend(self.close(flow_id))
+        return out
+
+    def closed(self, flow_id: int, direction: int) -> bool:
+        """Whether a direction ended (FIN delivered or RST); False for unknown flows."""
+        state = self._dirs.get((flow_id, direction))
+        return state is not None and state.closed
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Out-of-order bytes currently held, over all flows."""
+        return sum(state.pending_bytes for state in self._dirs.values())
+
+    @property
+    def active_directions(self) -> int:
+        """Flow directions with reassembly state."""
+        return len(self._dirs)
+
+    def reassemble_batch(
+        self,
+        batch: PacketBatch,
+        decoded: DecodedBatch,
+        assignment: FlowAssignment,
+        flow_filter: npt.NDArray[np.bool_] | Collection[int],
+    ) -> list[StreamChunk]:
+        """Feed the TCP segments of the wanted flows of a batch; returns the chunks delivered.
+
+        ``flow_filter`` is either a boolean array indexed by flow id (flow ids past its end are not
+        wanted) or a collection of flow ids. Only packets of those flows that carry payload or a
+        SYN, FIN or RST flag are selected (with numpy masks) and fed, in capture order.
+        """
+        flow_id = assignment.flow_id
+        n = decoded.n
+        if isinstance(flow_filter, np.ndarray) and flow_filter.dtype == np.bool_:
+            wanted = np.zeros(n, dtype=np.bool_)
+            in_range = (flow_id >= 0) & (flow_id < flow_filter.shape[0])
+            wanted[in_range] = flow_filter[flow_id[in_range]]
+        else:
+            ids = np.fromiter((int(f) for f in flow_filter), dtype=np.int64)
+            wanted = np.isin(flow_id, ids) & (flow_id >= 0)
+        control = (decoded.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0
+        select = (
+            wanted
+            & (decoded.ip_proto == PROTO_TCP)
+            & (decoded.l4_offset >= 0)
+            & ((decoded.payload_len > 0) | control)
+        )
+        rows = np.flatnonzero(select)
+        if rows.shape[0] == 0:
+            return []
+        starts = (batch.offsets[rows] + np.maximum(decoded.payload_offset[rows], 0)).tolist()
+        lengths = np.maximum(decoded.payload_len[rows], 0).tolist()
+        flows = flow_id[rows].tolist()
+        directions = assignment.direction[rows].tolist()
+        seqs = decoded.tcp_seq[rows].tolist()
+        flag_values = decoded.tcp_flags[rows].tolist()
+        times = batch.ts_ns[rows].tolist()
+        view = batch.buffer.data
+        out: list[StreamChunk] = []
+        for i in range(rows.shape[0]):
+            start = starts[i]
+            out.extend(
+                self.feed(
+                    flows[i],
+                    directions[i],
+                    seqs[i],
+                    flag_values[i],
+                    view[start : start + lengths[i]],
+                    times[i],
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _conflict(self) -> None:
+        self.weird.report(
+            "tcp_overlap_conflict",
+            "flow",
+            "retransmitted or overlapping TCP data differs from the first copy (first copy kept)",
+        )
+
+    def _check_delivered(self, state: _Direction, offset: int, data: bytes) -> None:
+        """Compare data overlapping already delivered bytes with the retained tail."""
+        tail_start = state.next - len(state.tail)
+        lo = max(offset, tail_start)
+        hi = min(offset + len(data), state.next)
+        if lo < hi and data[lo - offset : hi - offset] != state.tail[lo - tail_start : hi - tail_start]:
+            self._conflict()
+
+    def _add(
+        self,
+        flow_id: int,
+        direction: int,
+        state: _Direction,
+        offset: int,
+        data: bytes,
+        ts_ns: int,
+        out: list[StreamChunk],
+    ) -> None:
+        if state.fin_at >= 0 and offset + len(data) > state.fin_at:
+            data = data[: max(state.fin_at - offset, 0)]
+        if offset < state.next:
+            self._check_delivered(state, offset, data)
+            if offset + len(data) <= state.next:
+                return  # a retransmission of delivered data
+            data = data[state.next - offset :]
+            offset = state.next
+        if not data:
+            return
+        self._buffer(state, offset, data, ts_ns)
+        self._deliver(flow_id, direction, state, out, 0)
+        # Give up holes that cannot be filled within the limits.
+        while state.pending and (
+            state.pending_bytes > self.max_buffer_bytes
+            or state.pending[0].start - state.next > self.max_gap_bytes
+        ):
+            self._skip_hole(flow_id, direction, state, out)
+
+    def _buffer(self, state: _Direction, offset: int, data: bytes, ts_ns: int) -> None:
+        """Insert data into the out-of-order buffer; bytes already buffered keep their first copy."""
+        pending = state.pending
+        end = offset + len(data)
+        starts = [p.start for p in pending]
+        i = max(bisect.bisect_right(starts, offset) - 1, 0)
+        pieces: list[_Pending] = []
+        cursor = offset
+        while i < len(pending) and pending[i].start < end:
+            held = pending[i]
+            if held.end > cursor:
+                if held.start > cursor:
+                    pieces.append(_Pending(cursor, data[cursor - offset : held.start - offset], ts_ns))
+                lo = max(cursor, held.start)
+                hi = min(end, held.end)
+                if data[lo - offset : hi - offset] != held.data[lo - held.start : hi - held.start]:
+                    self._conflict()
+                cursor = max(cursor, hi)
+            i += 1
+        if cursor < end:
+            pieces.append(_Pending(cursor, data[cursor - offset :], ts_ns))
+        for piece in pieces:
+            bisect.insort(pending, piece, key=lambda p: p.start)
+            state.pending_bytes += len(piece.data)
+
+    def _deliver(
+        self, flow_id: int, direction: int, state: _Direction, out: list[StreamChunk], gap: int
+    ) -> None:
+        pending = state.pending
+        delivered = 0
+        while delivered < len(pending) and pending[delivered].start == state.next:
+            piece = pending[delivered]
+            out.append(StreamChunk(flow_id, direction, piece.start, piece.data, piece.ts_ns, gap))
+            gap = 0
+            state.next = piece.end
+            state.pending_bytes -= len(piece.data)
+            keep = self.overlap_check_bytes
+            if keep:
+                state.tail = (state.tail + piece.data)[-keep:]
+            delivered += 1
+        if delivered:
+            del pending[:delivered]
+
+    def _skip_hole(self, flow_id: int, direction: int, state: _Direction, out: list[StreamChunk]) -> None:
+        gap = state.pending[0].start - state.next
+        self.weird.report(
+            "tcp_reassembly_gap",
+            "flow",
+            "TCP bytes never captured (or not retransmitted in time): stream resumes after a gap",
+        )
+        state.next = state.pending[0].start
+        state.tail = b""
+        self._deliver(flow_id, direction, state, out, gap)
+
+    def _finish(self, flow_id: int, direction: int, state: _Direction, out: list[StreamChunk]) -> None:
+        """End a direction: deliver everything still buffered, across holes."""
+        while state.pending:
+            self._skip_hole(flow_id, direction, state, out)
+        state.closed = True
+        state.tail = b""

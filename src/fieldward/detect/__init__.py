@@ -1,0 +1,1 @@
+"""Detection engines that turn protocol events and flows into alerts (issue 5)."""

@@ -1,0 +1,1 @@
+"""Device inventory: devices built from protocol evidence, fingerprint data files (issue 4)."""

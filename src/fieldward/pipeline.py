@@ -1,0 +1,311 @@
+"""The analysis job behind ``fieldward analyze``: capture -> decode -> flows -> output folder.
+
+This module wires the layers together and nothing else: it reads each capture in bounded batches,
+decodes them, reassembles IP fragments, feeds the flow table, keeps running totals with numpy, and
+streams finished flows to ``flows.parquet`` so memory stays flat whatever the capture size.
+Later layers (protocol dissectors, inventory, detection) hook in here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fieldward import __version__
+from fieldward.capture import linktypes
+from fieldward.capture.batch import PacketBatch
+from fieldward.capture.reader import open_capture
+from fieldward.decode.columns import (
+    ETH_ARP,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    DecodedBatch,
+)
+from fieldward.decode.flows import FlowConfig, FlowTable
+from fieldward.decode.fragments import FragmentReassembler
+from fieldward.decode.l2l4 import decode_batch
+from fieldward.errors import FieldWardError
+from fieldward.events_out import EventWriter
+from fieldward.protocols.engine import ProtocolEngine, ProtocolSettings
+from fieldward.protocols.registry import Registry
+from fieldward.weird import WeirdLog
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``progress(capture_path, bytes_done, bytes_total)`` after each batch."""
+
+_TRANSPORT_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmpv6"}
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisOptions:
+    """Settings of one analysis run (typed settings, not literals scattered in code)."""
+
+    batch_packets: int = 65536
+    flows: FlowConfig = field(default_factory=FlowConfig)
+    protocols: ProtocolSettings = field(default_factory=ProtocolSettings)
+    dissect: bool = True
+    """Run the protocol dissectors (False: L2-L4 and flows only)."""
+    plugins: bool = True
+    """Load third-party dissectors from entry points."""
+    write_flows: bool = True
+
+
+@dataclass
+class TrafficTotals:
+    """Running totals over every analysed packet, accumulated per batch with numpy."""
+
+    packets: int = 0
+    captured_bytes: int = 0
+    wire_bytes: int = 0
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    bytes_by_protocol: Counter[str] = field(default_factory=Counter)
+    packets_by_protocol: Counter[str] = field(default_factory=Counter)
+    packets_by_linktype: Counter[str] = field(default_factory=Counter)
+    _hosts: set[bytes] = field(default_factory=set)
+    _macs: set[int] = field(default_factory=set)
+
+    def add(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        self.packets += n
+        self.captured_bytes += batch.captured_bytes
+        wire = batch.origlen.astype(np.int64)
+        self.wire_bytes += int(wire.sum())
+        lo, hi = int(batch.ts_ns.min()), int(batch.ts_ns.max())
+        self.first_ts_ns = lo if self.first_ts_ns is None else min(self.first_ts_ns, lo)
+        self.last_ts_ns = hi if self.last_ts_ns is None else max(self.last_ts_ns, hi)
+
+        for code, count in zip(*np.unique(batch.linktype, return_counts=True), strict=True):
+            self.packets_by_linktype[linktypes.name(int(code))] += int(count)
+
+        labels = _protocol_labels(decoded)
+        codes, inverse = np.unique(labels, return_inverse=True)
+        byte_sums = np.bincount(inverse, weights=wire, minlength=len(codes))
+        pkt_sums = np.bincount(inverse, minlength=len(codes))
+        for code, nbytes, npkts in zip(codes, byte_sums, pkt_sums, strict=True):
+            name = _label_name(int(code))
+            self.bytes_by_protocol[name] += int(nbytes)
+            self.packets_by_protocol[name] += int(npkts)
+
+        has_ip = decoded.ip_version != 0
+        if has_ip.any():
+            addrs = np.concatenate([decoded.src_ip[has_ip], decoded.dst_ip[has_ip]])
+            uniq = np.unique(np.ascontiguousarray(addrs).view(np.dtype((np.void, 16))))
+            self._hosts.update(u.tobytes() for u in uniq)
+        macs = np.unique(decoded.eth_src[decoded.eth_src != 0])
+        self._macs.update(int(m) for m in macs)
+
+    @property
+    def hosts(self) -> int:
+        """Distinct IP addresses seen, excluding multicast/broadcast-style unspecified ones."""
+        return len(self._hosts - {bytes(16), bytes(10) + b"\xff\xff" + bytes(4)})
+
+    @property
+    def macs(self) -> int:
+        return len(self._macs)
+
+    @property
+    def duration_s(self) -> float:
+        if self.first_ts_ns is None or self.last_ts_ns is None:
+            return 0.0
+        return (self.last_ts_ns - self.first_ts_ns) / 1e9
+
+
+def _protocol_labels(decoded: DecodedBatch) -> npt.NDArray[np.int64]:
+    """Encode each packet's outermost-known protocol as ``ip_version * 1000 + ip_proto`` (or L2 code)."""
+    label = np.where(
+        decoded.ip_version != 0,
+        decoded.ip_version.astype(np.int64) * 1000 + decoded.ip_proto.astype(np.int64),
+        np.where(decoded.ethertype == ETH_ARP, -1, -2),
+    )
+    return np.asarray(label, dtype=np.int64)
+
+
+def _label_name(code: int) -> str:
+    if code == -1:
+        return "arp"
+    if code == -2:
+        return "non-ip"
+    version, proto = divmod(code, 1000)
+    transport = _TRANSPORT_NAMES.get(proto, f"ip-proto-{proto}")
+    return f"ipv{version}/{transport}"
+
+
+@dataclass
+class AnalysisResult:
+    """What one run produced: the totals, the flow count and the weird counts."""
+
+    captures: list[str]
+    totals: TrafficTotals
+    flows: int
+    flows_evicted: int
+    weird: WeirdLog
+    dissected_flows: dict[str, int]
+    events: dict[str, int]
+    elapsed_s: float
+    out_dir: Path | None
+
+    def summary(self) -> dict[str, object]:
+        t = self.totals
+        return {
+            "fieldward_version": __version__,
+            "captures": self.captures,
+            "packets": t.packets,
+            "captured_bytes": t.captured_bytes,
+            "wire_bytes": t.wire_bytes,
+            "first_ts": _iso(t.first_ts_ns),
+            "last_ts": _iso(t.last_ts_ns),
+            "duration_s": round(t.duration_s, 6),
+            "flows": self.flows,
+            "flows_evicted": self.flows_evicted,
+            "hosts": t.hosts,
+            "mac_addresses": t.macs,
+            "protocols_by_bytes": dict(t.bytes_by_protocol.most_common()),
+            "application_protocols_by_flows": dict(
+                sorted(self.dissected_flows.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            "events": dict(sorted(self.events.items())),
+            "protocols_by_packets": dict(t.packets_by_protocol.most_common()),
+            "link_types": dict(t.packets_by_linktype.most_common()),
+            "weird": self.weird.summary(),
+            "weird_total": self.weird.total,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def _iso(ts_ns: int | None) -> str | None:
+    if ts_ns is None:
+        return None
+    seconds, ns = divmod(ts_ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{ns:09d}Z"
+
+
+class FlowSink:
+    """Streams finished flow tables to ``flows.parquet`` (or just counts them)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0 and self._schema is not None:
+            return
+        self.rows += table.num_rows
+        if self.path is None:
+            return
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self._writer.write_table(table.cast(self._schema) if table.schema != self._schema else table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def iter_decoded(
+    batches: Iterable[PacketBatch], weird: WeirdLog, reassembler: FragmentReassembler
+) -> Iterable[tuple[PacketBatch, DecodedBatch, bool]]:
+    """Decode each batch, then any datagrams the fragment reassembler completes with it.
+
+    Yields ``(batch, decoded, captured)``: ``captured`` is False for reassembled datagrams, whose
+    bytes were already counted as the fragments that carried them.
+    """
+    for batch in batches:
+        decoded = decode_batch(batch, weird)
+        yield batch, decoded, True
+        if decoded.is_fragment.any():
+            whole = reassembler.feed(batch, decoded)
+            if whole is not None and len(whole):
+                yield whole, decode_batch(whole, weird), False
+
+
+def analyze(
+    captures: Sequence[str | Path],
+    out_dir: Path | None,
+    options: AnalysisOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> AnalysisResult:
+    """Analyse ``captures`` in order as one continuous observation and write ``out_dir``."""
+    options = options or AnalysisOptions()
+    started = time.perf_counter()
+    weird = WeirdLog()
+    totals = TrafficTotals()
+    flows = FlowTable(options.flows, weird)
+    reassembler = FragmentReassembler(weird=weird)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    sink = FlowSink(out_dir / "flows.parquet" if (out_dir is not None and options.write_flows) else None)
+    events = EventWriter(out_dir / "events" if out_dir is not None else None)
+    registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
+    engine = ProtocolEngine(registry, events, weird, options.protocols)
+
+    def finished(table: pa.Table) -> None:
+        if table.num_rows:
+            engine.close_flows(table.column("flow_id").to_pylist())
+        sink.write(table)
+
+    def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
+        assignment = flows.update(batch, decoded)
+        engine.process(batch, decoded, assignment)
+        if len(batch):
+            finished(flows.expire(int(batch.ts_ns.max())))
+
+    try:
+        for capture in captures:
+            with open_capture(capture, batch_packets=options.batch_packets, weird=weird) as reader:
+                for batch, decoded, captured in iter_decoded(reader, weird, reassembler):
+                    if captured:
+                        totals.add(batch, decoded)
+                    step(batch, decoded)
+                    if progress is not None:
+                        progress(str(capture), reader.position, reader.size)
+        leftover = reassembler.flush()
+        if leftover is not None and len(leftover):
+            step(leftover, decode_batch(leftover, weird))
+        finished(flows.finish())
+        engine.finish()
+    finally:
+        sink.close()
+        events.close()
+    result = AnalysisResult(
+        captures=[str(c) for c in captures],
+        totals=totals,
+        flows=sink.rows,
+        flows_evicted=int(flows.stats.flows_evicted),
+        weird=weird,
+        dissected_flows=dict(engine.flows_by_protocol),
+        events=dict(events.counts),
+        elapsed_s=time.perf_counter() - started,
+        out_dir=out_dir,
+    )
+    if out_dir is not None:
+        (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    return result
+
+
+__all__ = [
+    "AnalysisOptions",
+    "AnalysisResult",
+    "FieldWardError",
+    "TrafficTotals",
+    "analyze",
+    "iter_decoded",
+]

@@ -1,0 +1,1 @@
+"""Protocol dissectors: one module per protocol, registered through a registry (issue 3)."""

@@ -1,0 +1,113 @@
+"""End-to-end tests of the ``fieldward`` command: real processes, real files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS="120")
+    return subprocess.run(
+        [sys.executable, "-m", "fieldward.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_not_a_capture_fails_with_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("this is not a packet capture\n" * 10)
+    proc = run_cli("analyze", str(bogus), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "not a pcap or pcapng capture" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_file_fails_with_one_line(tmp_path: Path) -> None:
+    proc = run_cli("analyze", str(tmp_path / "absent.pcap"), "--out", str(tmp_path / "out"))
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "absent.pcap" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_analyze_writes_flows_and_summary(corpus: Path, tmp_path: Path) -> None:
+    capture = corpus / "modbus" / "modbusSmall.pcap"
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(capture), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "packets" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    flows = pq.read_table(out / "flows.parquet")
+    assert summary["flows"] == flows.num_rows > 0
+    # Every packet of a TCP/IP capture lands in exactly one flow.
+    assert (
+        sum(flows.column("orig_pkts").to_pylist()) + sum(flows.column("resp_pkts").to_pylist())
+        == (summary["packets"])
+    )
+    # The capture holds Modbus/TCP and a few DNS datagrams: every byte is counted under one of them.
+    assert set(summary["protocols_by_bytes"]) == {"ipv4/tcp", "ipv4/udp"}
+    assert sum(summary["protocols_by_bytes"].values()) == summary["wire_bytes"]
+    assert sum(summary["protocols_by_packets"].values()) == summary["packets"]
+
+
+def test_analyze_several_captures_and_gzip(corpus: Path, tmp_path: Path) -> None:
+    first = corpus / "dnp3" / "dnp3_read.pcap"
+    second = tmp_path / "mdns.pcap.gz"
+    second.write_bytes(gzip.compress((corpus / "dns" / "mdns.pcap").read_bytes()))
+    out = tmp_path / "out"
+    proc = run_cli("analyze", str(first), str(second), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["captures"] == [str(first), str(second)]
+    single = run_cli("analyze", str(first), "--out", str(tmp_path / "one"), "--quiet")
+    assert single.returncode == 0
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["packets"] > one["packets"]
+
+
+def test_generate_then_analyze_is_deterministic(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    for path in (a, b):
+        proc = run_cli("generate", "--out", str(path), "--devices", "6", "--minutes", "0.2", "--seed", "3")
+        assert proc.returncode == 0, proc.stderr
+    assert a.read_bytes() == b.read_bytes()
+    proc = run_cli("analyze", str(a), "--out", str(tmp_path / "out"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["packets"] > 100
+    assert summary["weird_total"] == 0, summary["weird"]
+
+
+def test_demo_runs_with_nothing_but_the_package(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["packets"] > 1000
+    assert summary["flows"] > 10
+    assert "Protocols by bytes" in proc.stdout
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("fieldward", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the fieldward console script is not on this interpreter's bin directory")
+    proc = subprocess.run([exe, "version"], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.strip()[0].isdigit()

@@ -1,0 +1,78 @@
+"""The analyze pipeline on every corpus capture, checked against Wireshark's capinfos and tshark."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from fieldward.pipeline import analyze
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+CAPTURES = sorted(CORPUS.glob("*/*.pcap")) if CORPUS.is_dir() else []
+
+
+def capinfos_figures(capinfos: str, path: Path) -> tuple[int, int, float, float]:
+    """Packets, captured bytes, first and last packet time (epoch seconds) per capinfos."""
+    out = subprocess.run(
+        [capinfos, "-T", "-r", "-M", "-c", "-d", "-S", "-a", "-e", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    _name, packets, data_bytes, first, last = out.split("\t")
+    return int(packets), int(data_bytes), float(first), float(last)
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_totals_agree_with_capinfos(capture: Path, capinfos: str, tmp_path: Path) -> None:
+    packets, data_bytes, first, last = capinfos_figures(capinfos, capture)
+    result = analyze([capture], tmp_path)
+    totals = result.totals
+    assert totals.packets == packets
+    assert totals.wire_bytes == data_bytes  # capinfos' data size sums original lengths
+    assert totals.captured_bytes <= totals.wire_bytes
+    assert totals.first_ts_ns is not None
+    assert totals.last_ts_ns is not None
+    assert abs(totals.first_ts_ns / 1e9 - first) < 1e-6
+    assert abs(totals.last_ts_ns / 1e9 - last) < 1e-6
+    flows = pq.read_table(tmp_path / "flows.parquet")
+    assert flows.num_rows == result.flows
+
+
+@pytest.mark.parametrize(
+    "name", ["modbus/modbusSmall.pcap", "http/bro.org.pcap", "tls/ssl.v3.pcap", "enip/enip_cip_example.pcap"]
+)
+def test_tcp_flows_agree_with_tshark_conversations(name: str, tshark: str, tmp_path: Path) -> None:
+    capture = CORPUS / name
+    fields = subprocess.run(
+        [tshark, "-n", "-r", str(capture), "-T", "fields", "-E", "separator=,", "-e", "tcp.stream"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    expected_streams: dict[int, int] = {}
+    for value in fields:
+        expected_streams[int(value)] = expected_streams.get(int(value), 0) + 1
+    result = analyze([capture], tmp_path)
+    assert result.flows >= 1
+    flows = pq.read_table(tmp_path / "flows.parquet").to_pylist()
+    tcp = [f for f in flows if f["proto"] == "tcp"]
+    assert len(tcp) == len(expected_streams)
+    ours = sorted(f["orig_pkts"] + f["resp_pkts"] for f in tcp)
+    assert ours == sorted(expected_streams.values())
+
+
+def test_first_ts_is_utc_iso(corpus: Path, tmp_path: Path) -> None:
+    result = analyze([corpus / "arp" / "arp-who-has.pcap"], tmp_path)
+    summary = result.summary()
+    first = summary["first_ts"]
+    assert isinstance(first, str)
+    assert first.endswith("Z")
+    parsed = datetime.strptime(first[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    assert result.totals.first_ts_ns is not None
+    assert int(parsed.timestamp()) == result.totals.first_ts_ns // 1_000_000_000
+    assert summary["protocols_by_packets"] == {"arp": 2}
