@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fieldward import __version__
 from fieldward.errors import FieldWardError
+from fieldward.generator.config import MAX_DEVICES, MAX_MINUTES
 
 app = typer.Typer(
     name="fieldward",
@@ -173,8 +174,8 @@ def analyze(
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="pcap file to write (.gz to compress).")],
-    devices: Annotated[int, typer.Option(min=1, max=100_000, help="Field devices and hosts.")] = 40,
-    minutes: Annotated[float, typer.Option(min=0.01, max=100_000.0, help="Capture duration.")] = 10.0,
+    devices: Annotated[int, typer.Option(min=1, max=MAX_DEVICES, help="Field devices and hosts.")] = 40,
+    minutes: Annotated[float, typer.Option(min=0.01, max=MAX_MINUTES, help="Capture duration.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
