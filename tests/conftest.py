@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+# ../shared/corpus beside the repository (as in CI); FIELDWARD_CORPUS points elsewhere.
+CORPUS = Path(os.environ.get("FIELDWARD_CORPUS") or REPO.parent / "shared" / "corpus")
 
 
 @pytest.fixture(scope="session")
