@@ -121,7 +121,7 @@ def check_batches(batches: list[PacketBatch], source: str | None = None) -> None
         first += n
 
 
-def read(path: Path, **kwargs: int) -> tuple[list[PacketBatch], CaptureReader]:
+def read(path: Path, **kwargs: int | bool) -> tuple[list[PacketBatch], CaptureReader]:
     with open_capture(path, **kwargs) as reader:  # type: ignore[arg-type]
         batches = list(reader)
     check_batches(batches, str(path))
@@ -533,16 +533,36 @@ def test_small_batches_match_one_big_batch(corpus: Path) -> None:
     whole, _ = read(path)
     assert len(whole) == 1
     expected = packets(whole)
+    biggest = max(len(p[1]) for p in expected)
     for batch_packets, batch_bytes in ((7, 16 << 20), (65536, 3000), (5, 300), (1, 1)):
-        batches, reader = read(path, batch_packets=batch_packets, batch_bytes=batch_bytes)
-        assert packets(batches) == expected
-        assert all(len(b) <= batch_packets for b in batches)
-        assert len(batches) >= len(expected) / batch_packets
-        biggest = max(len(p[1]) for p in expected)
-        for b in batches:
-            chunk = b.buffer.base if b.buffer.base is not None else b.buffer
-            assert chunk.nbytes <= max(batch_bytes, 32 + biggest)
-        assert reader.position == reader.size == path.stat().st_size
+        for memory_map in (False, True):
+            batches, reader = read(
+                path, batch_packets=batch_packets, batch_bytes=batch_bytes, memory_map=memory_map
+            )
+            assert packets(batches) == expected
+            assert all(len(b) <= batch_packets for b in batches)
+            assert len(batches) >= len(expected) / batch_packets
+            for b in batches:
+                # Copied chunks are bounded; a mapped file is shared, each batch's window is bounded.
+                chunk = b.buffer if memory_map or b.buffer.base is None else b.buffer.base
+                assert chunk.nbytes <= max(batch_bytes, 32 + biggest)
+            assert reader.position == reader.size == path.stat().st_size
+
+
+@pytest.mark.parametrize("batch_bytes", [16 << 20, 1000])
+def test_memory_mapped_and_copied_reads_agree(corpus: Path, tmp_path: Path, batch_bytes: int) -> None:
+    """The memory-mapped reader delivers exactly what the copying one does, weirds included."""
+    damaged = tmp_path / "damaged.pcap"
+    data = bytearray((corpus / "http" / "bro.org.pcap").read_bytes())
+    second = 24 + 16 + int.from_bytes(data[32:36], "little")  # file header, first record
+    data[second + 8 : second + 16] = b"\xff" * 8  # the second record's lengths: corrupt
+    damaged.write_bytes(bytes(data[:-7]))  # and a truncated last record
+    for path in [*sorted(corpus.glob("*/*.pcap")), damaged]:
+        copied, copied_reader = read(path, batch_bytes=batch_bytes, memory_map=False)
+        mapped, mapped_reader = read(path, batch_bytes=batch_bytes, memory_map=True)
+        assert packets(mapped) == packets(copied), path
+        assert mapped_reader.weird.counts == copied_reader.weird.counts, path
+    assert sum(copied_reader.weird.counts.values()) >= 2
 
 
 def test_batches_stay_valid_after_later_ones(tmp_path: Path) -> None:

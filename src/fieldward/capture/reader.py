@@ -17,7 +17,9 @@ The pipeline of one reader:
 from __future__ import annotations
 
 import io
+import mmap
 import os
+import stat
 import zlib
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -224,6 +226,54 @@ class ChunkStream:
         self.eof = self.end < cap
 
 
+class _NoSource:
+    """The byte source of a MappedStream: it reads from its mapping, never from a source."""
+
+    position = 0
+
+    def readinto(self, view: memoryview) -> int:
+        raise AssertionError("a MappedStream never reads from a source")
+
+
+class MappedStream(ChunkStream):
+    """A window over a memory-mapped, uncompressed capture file: the same surface as ChunkStream.
+
+    Windows are views of one read-only mapping, so :meth:`refill` copies nothing and batches stay
+    valid for as long as they are referenced. Pages behind the window are released with
+    ``MADV_DONTNEED`` (a read-only file mapping re-reads them from the page cache if an old batch
+    touches them again), so resident memory stays about one window whatever the file size.
+    """
+
+    def __init__(self, file: io.FileIO, size: int, chunk_bytes: int) -> None:
+        super().__init__(_NoSource(), chunk_bytes)
+        self._map = mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_SEQUENTIAL"):
+            self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._all: U8 = np.frombuffer(self._map, dtype=np.uint8)
+        self._size = size
+        self._released = 0
+        self.buf = self._all[:0]
+
+    @property
+    def position(self) -> int:
+        return self.base + self.end
+
+    def refill(self, keep: int, need: int) -> None:
+        """Move the window to start ``keep`` bytes further, at least ``need`` bytes long where the file
+        goes on that far (up to the chunk size). Sets ``eof`` when the window reaches the file end."""
+        start = self.base + keep
+        cap = max(self._chunk, need, self.end - keep + 1)
+        stop = min(self._size, start + cap)
+        self.base = start
+        self.buf = self._all[start:stop]
+        self.end = stop - start
+        self.eof = self.end < cap
+        release = (start // mmap.PAGESIZE) * mmap.PAGESIZE
+        if release > self._released and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, release - self._released)
+            self._released = release
+
+
 class RecordArrays:
     """The per-packet output arrays the kernels fill; ``n`` of them are in use."""
 
@@ -284,6 +334,11 @@ class Walker(Protocol):
 # ---------------------------------------------------------------------------------------- reader
 
 
+def _is_regular(file: io.FileIO) -> bool:
+    """Only regular files are memory-mapped (not pipes, devices or sockets)."""
+    return stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+
+
 def _open_file(path: Path) -> io.FileIO:
     try:
         return open(path, "rb", buffering=0)  # owned and closed by the reader
@@ -305,6 +360,10 @@ class CaptureReader:
     counted in ``weird`` (names ``pcap_*`` / ``pcapng_*``, layer ``capture``; offsets in their details
     are positions in the decompressed capture data) and reading goes on. A file that is not a capture
     raises CaptureFormatError, one that cannot be read CaptureIOError, both from the constructor.
+
+    An uncompressed regular file is memory-mapped (``memory_map=True``, the default): batches are views
+    of the mapping, nothing is copied. Pass ``memory_map=False`` for a file that another process may
+    truncate while it is read (a mapped file that shrinks under the reader faults on access).
     """
 
     def __init__(
@@ -314,6 +373,7 @@ class CaptureReader:
         batch_packets: int = 65536,
         batch_bytes: int = 16 * 2**20,
         weird: WeirdLog | None = None,
+        memory_map: bool = True,
     ) -> None:
         if batch_packets < 1 or batch_bytes < 1:
             raise ValueError("batch_packets and batch_bytes must be positive")
@@ -335,9 +395,13 @@ class CaptureReader:
             self.compressed = head == GZIP_MAGIC
             self._gzip = GzipSource(raw) if self.compressed else None
             self._raw = raw
-            self._stream = ChunkStream(
-                self._gzip or raw, batch_bytes, size_hint=0 if self.compressed else self._size
-            )
+            self._stream: ChunkStream
+            if memory_map and not self.compressed and self._size > 0 and _is_regular(self._file):
+                self._stream = MappedStream(self._file, self._size, batch_bytes)
+            else:
+                self._stream = ChunkStream(
+                    self._gzip or raw, batch_bytes, size_hint=0 if self.compressed else self._size
+                )
             self._stream.refill(0, SNIFF_LEN)
             self._walker = self._detect()
             self._start = self._walker.start(self._stream)
@@ -366,6 +430,8 @@ class CaptureReader:
     @property
     def position(self) -> int:
         """Bytes of the file (compressed, for gzip) consumed so far, for a progress bar."""
+        if isinstance(self._stream, MappedStream):
+            return self._stream.position
         return self._raw.position
 
     @property
@@ -521,10 +587,13 @@ def open_capture(
     batch_packets: int = 65536,
     batch_bytes: int = 16 * 2**20,
     weird: WeirdLog | None = None,
+    memory_map: bool = True,
 ) -> CaptureReader:
     """Open a pcap or pcapng capture, optionally gzip-compressed (sniffed from its first bytes).
 
     Raises CaptureIOError if the file cannot be opened or read and CaptureFormatError if it is not a
     capture (or its file header is corrupt). Iterate the reader for PacketBatch objects.
     """
-    return CaptureReader(path, batch_packets=batch_packets, batch_bytes=batch_bytes, weird=weird)
+    return CaptureReader(
+        path, batch_packets=batch_packets, batch_bytes=batch_bytes, weird=weird, memory_map=memory_map
+    )
