@@ -1,0 +1,150 @@
+"""Dissection benchmark: FieldWard's full analysis against tshark dissecting the same protocols.
+
+    python benchmarks/bench_dissection.py [--devices N --minutes M --seed S] [--capture FILE]
+
+Generates (once, cached under benchmarks/data/) a protocol-heavy plant capture with the project's own
+generator (camera video off, so the packets are mostly Modbus/TCP, S7comm, EtherNet/IP and CIP I/O,
+DNP3 and MQTT), then times, each in its own process pinned to one CPU core:
+
+* fieldward: ``fieldward.pipeline.analyze`` (read, decode, flows, TCP reassembly, every installed
+  dissector, events and flows written to Parquet)
+* tshark:    ``tshark -T fields`` of the same protocols' main fields (Wireshark's full dissection)
+
+and prints packets per second, FieldWard's ratio to tshark and each one's peak memory (max RSS).
+This is a benchmark, never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_sensor_core import DATA, _count_packets, _max_rss_mb, _pin_to_one_core
+
+TOOLS = ("fieldward", "tshark")
+TSHARK_FIELDS = (
+    "frame.number",
+    "modbus.func_code",
+    "mbtcp.trans_id",
+    "s7comm.param.func",
+    "s7comm.header.rosctr",
+    "enip.command",
+    "cip.service",
+    "dnp3.al.func",
+    "dnp3.ctl.prifunc",
+    "mqtt.msgtype",
+    "mqtt.topic",
+    "dns.qry.name",
+    "dhcp.option.dhcp",
+)
+
+
+def run_fieldward(capture: Path) -> dict[str, Any]:
+    from fieldward.pipeline import analyze
+
+    warm = DATA / "warmup-protocols.pcap"
+    if not warm.exists():
+        _generate(warm, devices=12, minutes=0.1, seed=1)
+    with tempfile.TemporaryDirectory() as out:
+        analyze([warm], Path(out))  # JIT compilation (numba, cached on disk) is not timed
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = analyze([capture], Path(out))
+        seconds = time.perf_counter() - start
+    events = sum(result.summary()["events"].values())  # type: ignore[union-attr]
+    return {"seconds": seconds, "events": events, "max_rss_mb": _max_rss_mb()}
+
+
+def run_tshark(capture: Path) -> dict[str, Any]:
+    import resource
+
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        raise ModuleNotFoundError("tshark is not installed (Debian package 'tshark')")
+    fields = [arg for name in TSHARK_FIELDS for arg in ("-e", name)]
+    start = time.perf_counter()
+    with open("/dev/null", "wb") as sink:
+        subprocess.run([tshark, "-n", "-r", str(capture), "-T", "fields", *fields], stdout=sink, check=True)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "events": None, "max_rss_mb": _max_rss_mb(resource.RUSAGE_CHILDREN)}
+
+
+RUNNERS = {"fieldward": run_fieldward, "tshark": run_tshark}
+
+
+def _generate(path: Path, devices: int, minutes: float, seed: int) -> None:
+    from fieldward.generator import GeneratorConfig, generate_capture
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    config = GeneratorConfig(devices=devices, minutes=minutes, seed=seed, camera_streams=False)
+    generate_capture(tmp, config)
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--capture", type=Path, help="benchmark this capture instead of a generated one")
+    parser.add_argument("--devices", type=int, default=120)
+    parser.add_argument("--minutes", type=float, default=12.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + str(TOOLS))
+    parser.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        _pin_to_one_core()
+        try:
+            result = RUNNERS[args.worker](args.capture)
+        except (ImportError, ModuleNotFoundError, subprocess.CalledProcessError) as exc:
+            result = {"skipped": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(result))
+        return
+
+    capture = args.capture
+    if capture is None:
+        capture = DATA / f"protocols-d{args.devices}-m{args.minutes:g}-s{args.seed}.pcap"
+        if not capture.exists():
+            print(f"generating {capture} ...", flush=True)
+            _generate(capture, args.devices, args.minutes, args.seed)
+    total_packets = _count_packets(capture)
+    print(f"capture: {capture} ({total_packets:,} packets, {capture.stat().st_size / 2**20:,.1f} MiB)")
+    print("each tool runs in its own process pinned to one CPU core; file in page cache\n")
+    subprocess.run(["cat", str(capture)], stdout=subprocess.DEVNULL, check=False)
+
+    results: dict[str, dict[str, Any]] = {}
+    for tool in args.tools.split(","):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", tool, "--capture", str(capture)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            results[tool] = {"skipped": f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"}
+            continue
+        results[tool] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    own = results.get("fieldward", {})
+    own_pps = total_packets / own["seconds"] if "seconds" in own else None
+    print(f"{'tool':<10} {'seconds':>9} {'packets/s':>13} {'events':>11} {'peak MB':>9} {'FieldWard x':>12}")
+    for tool, res in results.items():
+        if "skipped" in res:
+            print(f"{tool:<10} skipped: {res['skipped']}")
+            continue
+        pps = total_packets / res["seconds"]
+        ratio = f"{own_pps / pps:,.1f}x" if own_pps and tool != "fieldward" else "-"
+        events = f"{res['events']:,}" if res["events"] is not None else "-"
+        rss = res["max_rss_mb"]
+        print(f"{tool:<10} {res['seconds']:>9.2f} {pps:>13,.0f} {events:>11} {rss:>9,.0f} {ratio:>12}")
+
+
+if __name__ == "__main__":
+    main()
