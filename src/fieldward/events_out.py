@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from operator import attrgetter
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ class EventWriter:
         self.counts: Counter[str] = Counter()
         self._pending: dict[type[Event], list[Event]] = {}
         self._writers: dict[str, tuple[pq.ParquetWriter, pa.Schema]] = {}
+        self._schemas: dict[type[Event], pa.Schema] = {}
         self.keep: list[Event] | None = None
         """Set to a list to also keep every event in memory (tests, small captures)."""
 
@@ -41,8 +43,15 @@ class EventWriter:
         events = self._pending.pop(event_type, [])
         if not events or self.folder is None:
             return
-        schema = event_schema(event_type)
-        columns = {f.name: [getattr(e, f.name) for e in events] for f in dataclasses.fields(event_type)}
+        schema = self._schemas.get(event_type)
+        if schema is None:
+            schema = self._schemas[event_type] = event_schema(event_type)
+        names = [f.name for f in dataclasses.fields(event_type)]
+        # One C-level attrgetter per event, then a transpose: rows -> columns.
+        rows = (
+            map(attrgetter(*names), events) if len(names) > 1 else ((getattr(e, names[0]),) for e in events)
+        )
+        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
         table = pa.Table.from_pydict(columns, schema=schema)
         log = event_type.log
         if log not in self._writers:

@@ -10,13 +10,21 @@ Per batch, with numpy masks first and Python only where a dissector must run:
    :class:`~fieldward.decode.reassembly.TcpReassembler`, and the in-order stream of each direction is
    cut into PDUs with the dissector's ``frame``.
 
+Layer 2: frames without IP (``Transport.ETHERNET`` dissectors) are selected per batch with numpy masks
+over the ``ethertype`` column (and, for 802.3 frames, over the gathered LLC/SNAP header bytes), then
+narrowed by each dissector's vectorized :meth:`~fieldward.protocols.base.Dissector.match_frames`; only
+the selected frames reach Python, in capture order, each to the first dissector (registry order) that
+takes it. One instance of each layer-2 dissector serves the whole run.
+
 Confinement: an exception inside a dissector is caught, counted (weird ``dissector_exception``) and
-logged once per dissector; after ``max_exceptions_per_flow`` the dissector is detached from that flow.
+logged once per dissector; after ``max_exceptions_per_flow`` the dissector is detached from that flow
+(layer 2: from the frames of that source MAC).
 Bytes a dissector cannot frame are dropped with a weird, and framing resumes on the next segment.
 """
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -25,18 +33,32 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fieldward.capture import linktypes
 from fieldward.capture.batch import PacketBatch
-from fieldward.decode.columns import PROTO_TCP, PROTO_UDP, DecodedBatch
+from fieldward.decode.columns import (
+    ETH_IPV4,
+    ETH_IPV6,
+    ETH_QINQ,
+    ETH_QINQ_OLD,
+    ETH_VLAN,
+    PROTO_TCP,
+    PROTO_UDP,
+    DecodedBatch,
+)
 from fieldward.decode.flows import FlowAssignment
 from fieldward.decode.reassembly import StreamChunk, TcpReassembler
 from fieldward.protocols.base import (
+    L2_HEAD_BYTES,
+    NO_FLOW,
     Dissector,
     Event,
     FlowInfo,
+    LinkInfo,
     PduContext,
     ProtocolWeird,
     Transport,
     Verdict,
+    mac_str,
 )
 from fieldward.protocols.registry import Registry
 from fieldward.weird import WeirdLog
@@ -47,6 +69,22 @@ UNKNOWN = -1
 """Flow not classified yet."""
 NONE = -2
 """No dissector recognised the flow."""
+
+MAX_8023_LENGTH = 1500
+"""An Ethernet type/length field up to this value is an 802.3 length: an 802.2 LLC header follows."""
+LLC_SNAP = b"\xaa\xaa\x03"
+"""DSAP, SSAP and control (UI) of an 802.2 LLC header followed by a SNAP header (IEEE 802)."""
+LLC_SNAP_HEADER = 8
+"""LLC (3 bytes) + SNAP OUI (3) + protocol id (2)."""
+SLL_8022 = 0x0004
+"""Linux cooked capture protocol ETH_P_802_2: the payload starts with an 802.2 LLC header."""
+ETH_LLC_JUMBO = 0x8870
+"""EtherType of LLC-encapsulated frames too long for an 802.3 length field (IEEE 802.3 jumbo LLC)."""
+NOT_LINK_ETHERTYPES = frozenset({ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD})
+"""EtherTypes never handed to layer-2 dissectors: IP goes through flows, VLAN tags are decoded."""
+_BASE_MATCH_FRAMES = inspect.getattr_static(Dissector, "match_frames")
+MAX_L2_FAILING_SENDERS = 65536
+"""(dissector, source MAC) exception counters kept; beyond it they are reset."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +103,23 @@ class _Session:
     buffers: tuple[bytearray, bytearray]
     exceptions: int = 0
     active: bool = True
+
+
+@dataclass(slots=True)
+class _LinkRoute:
+    """A layer-2 dissector's selection, precomputed for the vectorized masks."""
+
+    index: int
+    ethertypes: npt.NDArray[np.bool_]
+    """Lookup table over all 65536 EtherTypes: True for the ones the dissector takes."""
+    snap: npt.NDArray[np.uint64]
+    narrows: bool
+    """The dissector overrides ``match_frames``."""
+    session: _Session | None = None
+
+
+def _snap_key(oui: int, pid: int) -> int:
+    return ((oui & 0xFFFFFF) << 16) | (pid & 0xFFFF)
 
 
 def _address(row: npt.NDArray[np.uint8], version: int) -> str:
@@ -96,12 +151,34 @@ class ProtocolEngine:
         self._pending_info: dict[int, FlowInfo] = {}
         self.flows_by_protocol: dict[str, int] = {}
         self.pdus_by_protocol: dict[str, int] = {}
+        self.frames_by_protocol: dict[str, int] = {}
+        """Layer-2 frames handed to each ``Transport.ETHERNET`` dissector."""
+        self._links: list[_LinkRoute] = []
+        for index, cls in enumerate(self._dissectors):
+            if Transport.ETHERNET not in cls.transports:
+                continue
+            table = np.zeros(1 << 16, dtype=np.bool_)
+            types = [
+                t for t in cls.ethertypes if MAX_8023_LENGTH < t <= 0xFFFF and t not in NOT_LINK_ETHERTYPES
+            ]
+            table[types] = True
+            snaps = np.array(sorted(_snap_key(oui, pid) for oui, pid in cls.snap), dtype=np.uint64)
+            narrows = inspect.getattr_static(cls, "match_frames") is not _BASE_MATCH_FRAMES
+            self._links.append(_LinkRoute(index, table, snaps, narrows))
+        self._link_types = np.zeros(1 << 16, dtype=np.bool_)
+        for route in self._links:
+            self._link_types |= route.ethertypes
+        all_snaps = {int(k) for r in self._links for k in r.snap.tolist()}
+        self._link_snaps = np.array(sorted(all_snaps), dtype=np.uint64)
+        self._link_failures: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ public API
 
     def process(self, batch: PacketBatch, decoded: DecodedBatch, assignment: FlowAssignment) -> None:
         if not self._dissectors or decoded.n == 0:
             return
+        if self._links:
+            self._feed_link(batch, decoded)
         flow_id = assignment.flow_id
         self._grow(int(flow_id.max(initial=-1)) + 1)
         transport_ok = (decoded.ip_proto == PROTO_TCP) | (decoded.ip_proto == PROTO_UDP)
@@ -127,6 +204,190 @@ class ProtocolEngine:
         self._deliver(self._reassembler.flush())
         for flow in list(self._sessions):
             self._close(flow)
+        for route in self._links:
+            session, route.session = route.session, None
+            if session is not None and session.active:
+                session.ctx.link = None
+                try:
+                    session.dissector.close(session.ctx)
+                except Exception as exc:
+                    self._exception(session.dissector.name, exc)
+
+    # ------------------------------------------------------------------ layer 2
+
+    def _feed_link(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        """Hand non-IP frames to the layer-2 dissectors whose EtherType or LLC/SNAP id they carry."""
+        etype = decoded.ethertype
+        usable = (decoded.l3_offset >= 0) & (decoded.ip_version == 0)
+        by_type: npt.NDArray[np.bool_] = self._link_types[etype] & usable
+        snap_key = np.zeros(decoded.n, dtype=np.uint64)
+        by_snap = np.zeros(decoded.n, dtype=np.bool_)
+        if self._link_snaps.shape[0]:
+            by_snap = self._snap_keys(batch, decoded, usable, snap_key)
+        candidates = np.flatnonzero(by_type | by_snap)
+        if candidates.shape[0] == 0:
+            return
+        start = batch.offsets[candidates] + decoded.l3_offset[candidates].astype(np.int64)
+        length = batch.caplen[candidates].astype(np.int64) - decoded.l3_offset[candidates]
+        cand_snap = by_snap[candidates]
+        if cand_snap.any():
+            # 802.3: the length field bounds the LLC data (the rest is padding); SNAP header skipped.
+            ether = (batch.linktype[candidates] == linktypes.ETHERNET) & cand_snap
+            ether &= etype[candidates] <= MAX_8023_LENGTH
+            length = np.where(ether, np.minimum(length, etype[candidates].astype(np.int64)), length)
+            start = np.where(cand_snap, start + LLC_SNAP_HEADER, start)
+            length = np.where(cand_snap, length - LLC_SNAP_HEADER, length)
+        length = np.maximum(length, 0)
+        cand_type = etype[candidates]
+        cand_key = snap_key[candidates]
+        claimed = np.zeros(candidates.shape[0], dtype=np.bool_)
+        rows_parts: list[npt.NDArray[np.intp]] = []
+        route_parts: list[npt.NDArray[np.intp]] = []
+        for number, route in enumerate(self._links):
+            want = route.ethertypes[cand_type] & ~cand_snap
+            if route.snap.shape[0] and cand_snap.any():
+                want |= np.isin(cand_key, route.snap) & cand_snap
+            picked = np.flatnonzero(want & ~claimed)
+            if picked.shape[0] == 0:
+                continue
+            cls = self._dissectors[route.index]
+            try:
+                if route.narrows:
+                    heads = self._heads_of(batch.buffer, start[picked], length[picked])
+                    mask = cls.match_frames(heads, length[picked].astype(np.int32))
+                else:
+                    mask = None
+                if mask is not None:
+                    mask = np.asarray(mask, dtype=np.bool_)
+                    if mask.shape != picked.shape:
+                        raise ValueError(f"match_frames returned shape {mask.shape}, expected {picked.shape}")
+                    picked = picked[mask]
+            except Exception as exc:  # a selection bug must not stop the run
+                self._exception(cls.name, exc)
+                continue
+            claimed[picked] = True
+            rows_parts.append(picked)
+            route_parts.append(np.full(picked.shape[0], number, dtype=np.intp))
+        if not rows_parts:
+            return
+        picked = np.concatenate(rows_parts)
+        routes = np.concatenate(route_parts)
+        order = np.argsort(picked, kind="stable")  # capture order across dissectors
+        picked, routes = picked[order], routes[order]
+        rows = candidates[picked]
+        self._parse_frames(batch, decoded, rows, start[picked], length[picked], cand_snap[picked], routes)
+
+    @staticmethod
+    def _snap_keys(
+        batch: PacketBatch,
+        decoded: DecodedBatch,
+        usable: npt.NDArray[np.bool_],
+        keys: npt.NDArray[np.uint64],
+    ) -> npt.NDArray[np.bool_]:
+        """802.3 frames with an LLC/SNAP header: sets ``keys`` (OUI << 16 | protocol id); returns the mask."""
+        etype = decoded.ethertype
+        linktype = batch.linktype
+        ether = (linktype == linktypes.ETHERNET) & (
+            ((etype <= MAX_8023_LENGTH) & (etype >= LLC_SNAP_HEADER)) | (etype == ETH_LLC_JUMBO)
+        )
+        cooked = ((linktype == linktypes.LINUX_SLL) | (linktype == linktypes.LINUX_SLL2)) & (
+            etype == SLL_8022
+        )
+        llc: npt.NDArray[np.bool_] = usable & (ether | cooked)
+        rows = np.flatnonzero(llc)
+        if rows.shape[0] == 0:
+            return llc
+        start = batch.offsets[rows] + decoded.l3_offset[rows].astype(np.int64)
+        avail = batch.caplen[rows].astype(np.int64) - decoded.l3_offset[rows]
+        head = ProtocolEngine._heads_of(batch.buffer, start, avail, LLC_SNAP_HEADER)
+        snap = (head[:, 0] == 0xAA) & (head[:, 1] == 0xAA) & (head[:, 2] == 0x03) & (avail >= LLC_SNAP_HEADER)
+        h = head.astype(np.uint64)
+        key = (h[:, 3] << 32) | (h[:, 4] << 24) | (h[:, 5] << 16) | (h[:, 6] << 8) | h[:, 7]
+        keys[rows] = key
+        llc[rows] = snap
+        return llc
+
+    @staticmethod
+    def _heads_of(
+        buffer: npt.NDArray[np.uint8],
+        start: npt.NDArray[np.int64],
+        length: npt.NDArray[np.int64],
+        width: int = L2_HEAD_BYTES,
+    ) -> npt.NDArray[np.uint8]:
+        """The first ``width`` bytes at each ``start`` (at most ``length`` of them), zero-padded."""
+        m = start.shape[0]
+        heads = np.zeros((m, width), dtype=np.uint8)
+        if m == 0 or buffer.shape[0] == 0:
+            return heads
+        padded = buffer
+        if buffer.shape[0] < width or int(start.max()) > buffer.shape[0] - width:
+            padded = np.concatenate([buffer, np.zeros(width, dtype=np.uint8)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+        heads[:] = windows[np.clip(start, 0, windows.shape[0] - 1)]
+        heads[np.arange(width)[None, :] >= length[:, None]] = 0
+        return heads
+
+    def _parse_frames(
+        self,
+        batch: PacketBatch,
+        decoded: DecodedBatch,
+        rows: npt.NDArray[np.intp],
+        start: npt.NDArray[np.int64],
+        length: npt.NDArray[np.int64],
+        is_snap: npt.NDArray[np.bool_],
+        routes: npt.NDArray[np.intp],
+    ) -> None:
+        has_dst = batch.linktype[rows] == linktypes.ETHERNET
+        has_src = has_dst | (decoded.eth_src[rows] != 0)
+        src = decoded.eth_src[rows].tolist()
+        dst = decoded.eth_dst[rows].tolist()
+        etypes = decoded.ethertype[rows].tolist()
+        vlans = decoded.vlan[rows].tolist()
+        inner = decoded.vlan_inner[rows].tolist()
+        times = batch.ts_ns[rows].tolist()
+        buffer = batch.buffer
+        for i, (begin, size, snap, number) in enumerate(
+            zip(start.tolist(), length.tolist(), is_snap.tolist(), routes.tolist(), strict=True)
+        ):
+            route = self._links[number]
+            sender = int(src[i])
+            failures = self._link_failures.get((number, sender), 0)
+            if failures >= self.settings.max_exceptions_per_flow:
+                continue
+            session = route.session or self._link_session(route)
+            data = buffer[begin : begin + size].tobytes()
+            snap_id = None
+            if snap:
+                raw = buffer[begin - LLC_SNAP_HEADER + 3 : begin].tobytes()
+                snap_id = (int.from_bytes(raw[:3], "big"), int.from_bytes(raw[3:5], "big"))
+            ctx = session.ctx
+            ctx.link = LinkInfo(
+                src_mac=mac_str(sender) if has_src[i] else "",
+                dst_mac=mac_str(int(dst[i])) if has_dst[i] else "",
+                vlan=int(vlans[i]),
+                vlan_inner=int(inner[i]),
+                ethertype=int(etypes[i]),
+                snap=snap_id,
+            )
+            ctx.ts = int(times[i])
+            ctx.is_orig = True
+            name = session.dissector.name
+            self.frames_by_protocol[name] = self.frames_by_protocol.get(name, 0) + 1
+            self.pdus_by_protocol[name] = self.pdus_by_protocol.get(name, 0) + 1
+            try:
+                session.dissector.parse(data, ctx)
+            except Exception as exc:
+                self._exception(name, exc)
+                if len(self._link_failures) >= MAX_L2_FAILING_SENDERS:
+                    self._link_failures.clear()
+                self._link_failures[(number, sender)] = failures + 1
+
+    def _link_session(self, route: _LinkRoute) -> _Session:
+        cls = self._dissectors[route.index]
+        info = FlowInfo(NO_FLOW, Transport.ETHERNET, "", 0, "", 0)
+        ctx = PduContext(info, cls.name, self._emit, self._report_weird)
+        route.session = _Session(cls(info), ctx, (bytearray(), bytearray()))
+        return route.session
 
     # ------------------------------------------------------------------ recognition
 
