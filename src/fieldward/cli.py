@@ -196,15 +196,19 @@ def protocols() -> None:
     with _clear_errors():
         registry = Registry.default()
         table = Table(title="Protocol dissectors", title_justify="left")
-        for column in ("name", "transports", "ports", "events", "origin", "description"):
-            table.add_column(column)
+        for column in ("name", "transports", "ports / EtherTypes", "events", "origin"):
+            table.add_column(column, no_wrap=column in ("name", "transports", "origin"))
+        table.add_column("description", ratio=1)
         for entry in registry:
             d = entry.dissector
+            selectors = _port_ranges(d.ports)
+            selectors += [f"0x{t:04x}" for t in sorted(d.ethertypes)]
+            selectors += [f"SNAP {oui:06x}/{pid:04x}" for oui, pid in sorted(d.snap)]
             table.add_row(
                 d.name,
                 ",".join(sorted(t.value for t in d.transports)),
-                ",".join(str(p) for p in sorted(d.ports)),
-                ",".join(sorted({e.log for e in d.event_types})),
+                ", ".join(selectors),
+                ", ".join(sorted({e.log for e in d.event_types})),
                 entry.origin,
                 d.description,
             )
@@ -212,6 +216,17 @@ def protocols() -> None:
         console.print(table)
         for failure in registry.failures:
             console.print(f"[yellow]not loaded[/yellow] {failure.origin}: {failure.error}")
+
+
+def _port_ranges(ports: frozenset[int]) -> list[str]:
+    """Ports as short text: runs of consecutive ports collapse to ``first-last``."""
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return [str(a) if a == b else f"{a}-{b}" for a, b in runs]
 
 
 @app.command()

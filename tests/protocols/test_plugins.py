@@ -114,3 +114,22 @@ def test_protocols_command_lists_plugins(tmp_path: Path) -> None:
     line = next(line for line in proc.stdout.splitlines() if "heartbeat" in line)
     assert "plugin:fieldward-heartbeat" in line
     assert "9100" in line
+
+
+def test_protocols_command_lists_builtins_with_their_selectors() -> None:
+    env = dict(os.environ, COLUMNS="250")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fieldward.cli", "protocols"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("│")}
+    for entry in Registry.default():
+        assert entry.dissector.name in rows
+    assert "47808-47823" in rows["bacnet"]  # a port run is shown as a range
+    assert "0x88cc" in rows["lldp"]  # layer-2 dissectors show their EtherTypes
+    assert "SNAP 00000c/2000" in rows["cdp"]
