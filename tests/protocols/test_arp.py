@@ -67,7 +67,7 @@ def assert_matches_tshark(events: list[dict[str, object]], rows: list[list[str]]
     assert len(events) == len(rows)
     for event, row in zip(events, rows, strict=True):
         ts, src, dst, vlan, hw, proto, op, sha, spa, tha, tpa, grat, probe, announce = row
-        assert event["ts"].value == tshark_epoch_ns(ts)  # type: ignore[attr-defined]
+        assert event["ts"] == tshark_epoch_ns(ts)
         assert (event["orig_h"], event["resp_h"], event["vlan"]) == (src, dst, int(vlan or 0))
         assert (event["hw_type"], event["proto_type"], event["op"]) == (int(hw), int(proto, 16), int(op))
         assert (event["sha"], event["spa"], event["tha"], event["tpa"]) == (sha, spa, tha, tpa)

@@ -140,8 +140,13 @@ def analyze_frames(
 
 
 def read_events(out: Path, log: str) -> list[dict[str, Any]]:
+    """Rows of ``events/<log>.parquet``, ``ts`` as integer ns (datetime cannot hold nanoseconds)."""
     path = out / "events" / f"{log}.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    if not path.exists():
+        return []
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", table["ts"].cast("int64"))
+    return table.to_pylist()
 
 
 def tshark_epoch_ns(value: str) -> int:

@@ -242,7 +242,7 @@ def test_built_lldpdus_match_tshark(tshark: str, tmp_path: Path) -> None:
     for event, row in zip(events, rows, strict=True):
         expected = expected_from_tshark(row)
         actual = {key: event[key] for key in expected}
-        actual["ts"] = event["ts"].value
+        actual["ts"] = event["ts"]
         actual["management_addresses"] = sorted(event["management_addresses"])
         assert actual == expected
         assert (event["flow_id"], event["orig_p"], event["resp_p"], event["is_orig"]) == (-1, 0, 0, True)

@@ -251,7 +251,7 @@ def actual_from_event(event: dict[str, Any]) -> dict[str, Any]:
             "device_initiative",
         )
     }
-    actual["ts"] = event["ts"].value
+    actual["ts"] = event["ts"]
     actual["options"] = options
     actual["response_options"] = [OPTION_NUMBERS[n.split("/")[0]] for n in event["responses"]]
     # tshark puts the BlockInfo of an IP parameter block in its own field, the others in block_info.
