@@ -978,3 +978,25 @@ def test_fuzz_mutated_real_records_never_raise(
 
 def test_every_event_field_and_weird_is_documented() -> None:
     documented(DOC, MODULE, "tls", TlsDissector.event_types, set())
+
+
+@pytest.mark.parametrize(
+    ("port", "offers", "inner"),
+    [
+        (8883, [], "mqtt"),  # MQTT over TLS (IANA secure-mqtt)
+        (443, [b"x-amzn-mqtt-ca"], "mqtt"),  # AWS IoT: MQTT on 443, told by its ALPN
+        (8883, [b"h2", b"http/1.1"], "http"),  # the ALPN offer wins over the port
+        (4843, [], "opcua"),  # opc.tcp over TLS
+        (802, [], "modbus"),  # Modbus/TCP Security
+        (443, [], "http"),
+        (40000, [b"unknown-proto"], None),
+        (40000, [], None),
+    ],
+)
+def test_inner_protocol_from_alpn_or_port(port: int, offers: list[bytes], inner: str | None) -> None:
+    col = Collector("tls", resp_p=port)
+    extensions = [(0, sni("broker.example"))] + ([(16, alpn(*offers))] if offers else [])
+    col.feed(TlsDissector(col.flow), record(22, client_hello([0x1301, 0xC02F], extensions)), True)
+    (hello,) = col.of(TlsClientHello)
+    assert hello.alpn == [o.decode() for o in offers]
+    assert hello.inner_protocol == inner

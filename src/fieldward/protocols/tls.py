@@ -170,6 +170,55 @@ class TlsClientHello(Event):
     ja3_string: str
     ja4: str | None
     ja4_r: str | None
+    inner_protocol: str | None
+    """What runs inside the tunnel, from the ALPN offer or else the server's well-known TLS port."""
+
+
+# Application protocols inside TLS: ALPN identifiers first (IANA registry; AWS IoT's MQTT ones), then
+# the IANA well-known ports of the TLS variants of a protocol (e.g. MQTT over TLS on 8883).
+ALPN_INNER: dict[str, str] = {
+    "http/1.1": "http",
+    "http/1.0": "http",
+    "h2": "http",
+    "h3": "http",
+    "mqtt": "mqtt",
+    "x-amzn-mqtt-ca": "mqtt",
+    "coap": "coap",
+    "ftp": "ftp",
+    "imap": "imap",
+    "pop3": "pop3",
+    "smb": "smb",
+    "dot": "dns",
+}
+TLS_PORT_INNER: dict[int, str] = {
+    443: "http",
+    8443: "http",
+    2083: "http",
+    465: "smtp",
+    636: "ldap",
+    853: "dns",
+    989: "ftp",
+    990: "ftp",
+    992: "telnet",
+    993: "imap",
+    995: "pop3",
+    4843: "opcua",
+    5061: "sip",
+    8883: "mqtt",
+    5684: "coap",
+    19999: "dnp3",
+    2221: "enip",
+    802: "modbus",
+}
+
+
+def inner_protocol(alpn: list[str], server_port: int) -> str | None:
+    """The application protocol a ClientHello most likely carries (ALPN wins over the port)."""
+    for offer in alpn:
+        name = ALPN_INNER.get(offer.lower())
+        if name is not None:
+            return name
+    return TLS_PORT_INNER.get(server_port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -736,6 +785,7 @@ class TlsDissector(Dissector):
 
     def _emit_client_hello(self, hello: _Hello, record_version: int, ctx: PduContext, *, sslv2: bool) -> None:
         text = ja3_string(hello.version, hello.ciphers, hello.extensions, hello.groups, hello.point_formats)
+        alpn = [_text(a) for a in hello.alpn]
         fingerprint: str | None = None
         raw: str | None = None
         if not sslv2:
@@ -760,7 +810,7 @@ class TlsDissector(Dissector):
                 compression_methods=hello.compression,
                 extensions=hello.extensions,
                 server_name=hello.server_name,
-                alpn=[_text(a) for a in hello.alpn],
+                alpn=alpn,
                 supported_groups=hello.groups,
                 ec_point_formats=hello.point_formats,
                 signature_algorithms=hello.signature_algorithms,
@@ -769,6 +819,7 @@ class TlsDissector(Dissector):
                 ja3_string=text,
                 ja4=fingerprint,
                 ja4_r=raw,
+                inner_protocol=inner_protocol(alpn, ctx.flow.resp_p),
             )
         )
 
