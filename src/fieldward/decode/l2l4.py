@@ -24,6 +24,13 @@ Dense and sparse layers
     their fields come out 0 without any scatter. Rarer layers are decoded over the index array of the
     packets that have them and scattered into the output columns.
 
+Compiled fast path
+    :func:`decode_batch` first runs a numba kernel (``fieldward.decode._kernels.l2l4_fast``) over the
+    batch; it decodes the common packets -- Ethernet with up to two VLAN tags carrying IPv4 (TCP, UDP,
+    ICMP or another transport) or ARP, with no decode weird -- and marks the rest, which go through
+    the vectorized decoder described above (:func:`decode_batch_vectorized`, the reference the tests
+    compare the kernel with).
+
 Weird events: each packet records its first problem in ``DecodedBatch.weird`` (a code into
 :data:`~fieldward.decode.columns.DECODE_WEIRD_NAMES`); the WeirdLog gets one ``report`` per weird
 name per batch, with the count and the first packet as the sample.
@@ -39,6 +46,7 @@ import numpy.typing as npt
 
 from fieldward.capture import linktypes
 from fieldward.capture.batch import PacketBatch
+from fieldward.decode import _kernels as _k
 from fieldward.decode.columns import (
     DECODE_WEIRD_CODES,
     DECODE_WEIRD_NAMES,
@@ -61,6 +69,7 @@ __all__ = [
     "MAX_VLAN_TAGS",
     "WEIRD_DETAILS",
     "decode_batch",
+    "decode_batch_vectorized",
 ]
 
 Bool = npt.NDArray[np.bool_]
@@ -442,7 +451,7 @@ class _State:
 
     def set_l4(self, sel: _Sel, l4: I32, proto: U8, ip_end: I32, wire_end: I32, first_frag: Bool) -> None:
         """Record where each packet's transport header starts (-1: none) for the L4 decoder."""
-        values = (l4, proto, ip_end, wire_end, first_frag)
+        values: tuple[AnyArray, ...] = (l4, proto, ip_end, wire_end, first_frag)
         if sel.idx is None and self.l4 is None:
             self.l4, self.l4_proto, self.ip_end, self.wire_end, self.first_frag = values
             return
@@ -1101,30 +1110,134 @@ def decode_batch(batch: PacketBatch, weird: WeirdLog | None = None) -> DecodedBa
 
     Never raises on packet content: malformed or truncated headers give the packet a weird code
     (its first problem) and are counted in ``weird`` (one report per weird name per batch).
+
+    The common packets (Ethernet, IPv4 or ARP, no decode weird) go through a compiled kernel; the
+    others through the vectorized decoder (:func:`decode_batch_vectorized`), which is the reference.
     """
+    n = len(batch)
+    if n == 0:
+        return decode_batch_vectorized(batch, weird)
+    c64 = np.empty((_k.U64_ROWS, n), dtype=np.uint64)
+    c32 = np.empty((_k.U32_ROWS, n), dtype=np.uint32)
+    c16 = np.empty((_k.U16_ROWS, n), dtype=np.uint16)
+    c8 = np.empty((_k.U8_ROWS, n), dtype=np.uint8)
+    cb = np.empty((_k.B_ROWS, n), dtype=np.bool_)
+    ci = np.empty((_k.I32_ROWS, n), dtype=np.int32)
+    src_ip = np.empty((n, 16), dtype=np.uint8)
+    dst_ip = np.empty((n, 16), dtype=np.uint8)
+    slow = np.empty(n, dtype=np.bool_)
+    n_slow = _k.l2l4_fast(
+        np.ascontiguousarray(batch.buffer, dtype=np.uint8),
+        batch.offsets,
+        batch.caplen,
+        batch.origlen,
+        batch.linktype,
+        c64,
+        c32,
+        c16,
+        c8,
+        cb,
+        ci,
+        src_ip,
+        dst_ip,
+        slow,
+    )
+    blocks: dict[str, AnyArray] = {"64": c64, "32": c32, "16": c16, "8": c8, "b": cb, "i": ci}
+    cols = {name: blocks[block][row] for name, (block, row) in _FAST_ROWS.items()}
+    wcode = np.zeros(n, dtype=np.uint8)
+    if n_slow:
+        rows = np.flatnonzero(slow)
+        sub = PacketBatch(
+            buffer=batch.buffer,
+            offsets=batch.offsets[rows],
+            caplen=batch.caplen[rows],
+            origlen=batch.origlen[rows],
+            ts_ns=batch.ts_ns[rows],
+            interface=batch.interface[rows],
+            linktype=batch.linktype[rows],
+            first_index=batch.first_index,
+            source=batch.source,
+        )
+        part = decode_batch_vectorized(sub)
+        for name, col in cols.items():
+            col[rows] = getattr(part, name)
+        src_ip[rows] = part.src_ip
+        dst_ip[rows] = part.dst_ip
+        wcode[rows] = part.weird
+        if weird is not None and bool(part.weird.any()):
+            _report(batch, wcode, weird)
+    return DecodedBatch(n=n, src_ip=src_ip, dst_ip=dst_ip, weird=wcode, **cols)
+
+
+_FAST_ROWS: Final[dict[str, tuple[str, int]]] = {
+    "eth_src": ("64", _k.U64_ETH_SRC),
+    "eth_dst": ("64", _k.U64_ETH_DST),
+    "arp_sha": ("64", _k.U64_ARP_SHA),
+    "arp_tha": ("64", _k.U64_ARP_THA),
+    "ip_total_len": ("32", _k.U32_IP_TOTAL_LEN),
+    "ip_id": ("32", _k.U32_IP_ID),
+    "frag_offset": ("32", _k.U32_FRAG_OFFSET),
+    "tcp_seq": ("32", _k.U32_TCP_SEQ),
+    "tcp_ack": ("32", _k.U32_TCP_ACK),
+    "arp_spa": ("32", _k.U32_ARP_SPA),
+    "arp_tpa": ("32", _k.U32_ARP_TPA),
+    "ethertype": ("16", _k.U16_ETHERTYPE),
+    "vlan": ("16", _k.U16_VLAN),
+    "vlan_inner": ("16", _k.U16_VLAN_INNER),
+    "arp_op": ("16", _k.U16_ARP_OP),
+    "ip_header_len": ("16", _k.U16_IP_HEADER_LEN),
+    "sport": ("16", _k.U16_SPORT),
+    "dport": ("16", _k.U16_DPORT),
+    "tcp_flags": ("16", _k.U16_TCP_FLAGS),
+    "tcp_window": ("16", _k.U16_TCP_WINDOW),
+    "tcp_mss": ("16", _k.U16_TCP_MSS),
+    "ip_version": ("8", _k.U8_IP_VERSION),
+    "ip_proto": ("8", _k.U8_IP_PROTO),
+    "ttl": ("8", _k.U8_TTL),
+    "ip_dscp": ("8", _k.U8_IP_DSCP),
+    "ipv6_ext_headers": ("8", _k.U8_IPV6_EXT_HEADERS),
+    "tcp_header_len": ("8", _k.U8_TCP_HEADER_LEN),
+    "tcp_wscale": ("8", _k.U8_TCP_WSCALE),
+    "icmp_type": ("8", _k.U8_ICMP_TYPE),
+    "icmp_code": ("8", _k.U8_ICMP_CODE),
+    "ip_options": ("b", _k.B_IP_OPTIONS),
+    "is_fragment": ("b", _k.B_IS_FRAGMENT),
+    "more_fragments": ("b", _k.B_MORE_FRAGMENTS),
+    "tcp_sack_permitted": ("b", _k.B_TCP_SACK_PERMITTED),
+    "tcp_has_timestamps": ("b", _k.B_TCP_HAS_TIMESTAMPS),
+    "l3_offset": ("i", _k.I32_L3_OFFSET),
+    "l4_offset": ("i", _k.I32_L4_OFFSET),
+    "payload_offset": ("i", _k.I32_PAYLOAD_OFFSET),
+    "payload_len": ("i", _k.I32_PAYLOAD_LEN),
+}
+"""Where the fast kernel puts each column: (dtype block, row)."""
+
+
+def decode_batch_vectorized(batch: PacketBatch, weird: WeirdLog | None = None) -> DecodedBatch:
+    """:func:`decode_batch` with numpy operations only, for every packet (the reference decoder)."""
     st = _State(batch)
     if st.n:
         _decode_link(st)
         _decode_l3(st)
         _decode_l4(st)
         if weird is not None and bool(st.wcode.any()):
-            _report(st, weird)
+            _report(batch, st.wcode, weird)
     return _finish(st)
 
 
-def _report(st: _State, weird: WeirdLog) -> None:
-    counts = np.bincount(st.wcode, minlength=len(DECODE_WEIRD_NAMES))
+def _report(batch: PacketBatch, wcode: U8, weird: WeirdLog) -> None:
+    counts = np.bincount(wcode, minlength=len(DECODE_WEIRD_NAMES))
     for code in np.flatnonzero(counts[1:]).tolist():
         name = DECODE_WEIRD_NAMES[code + 1]
-        first = int(np.argmax(st.wcode == code + 1))
+        first = int(np.argmax(wcode == code + 1))
         weird.report(
             name,
             "decode",
             WEIRD_DETAILS.get(name, name),
             count=int(counts[code + 1]),
-            ts_ns=int(st.batch.ts_ns[first]),
-            packet_index=st.batch.first_index + first,
-            source=st.batch.source or None,
+            ts_ns=int(batch.ts_ns[first]),
+            packet_index=batch.first_index + first,
+            source=batch.source or None,
         )
 
 
