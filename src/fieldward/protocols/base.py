@@ -18,6 +18,7 @@ reported with :meth:`PduContext.weird` and the flow keeps being analysed.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -245,6 +246,37 @@ class Dissector(ABC):
         """
         return None
 
+    @classmethod
+    def parse_batch(cls, datagrams: Datagrams) -> BatchResult | None:
+        """Optional columnar fast path (UDP): dissect many datagrams of this protocol at once.
+
+        ``datagrams`` holds, for every UDP datagram of this batch on a flow this dissector is attached
+        to (in capture order), the payload's position in the batch buffer, its length, time, flow id
+        and direction. Return a :class:`BatchResult`: a mask of the datagrams fully handled and, per
+        event type, the event rows as columns (the engine adds the :class:`Event` base fields). Every
+        datagram not marked handled goes to :meth:`parse` on its flow's instance, as without a fast
+        path, so only the common fixed-layout case needs vectorizing. A fast path must give exactly the
+        events :meth:`parse` would (it gets no instance, so it may only handle datagrams whose parse
+        neither reads nor changes per-flow state) and reports no weirds. Return None (the default) to
+        send every datagram to :meth:`parse`.
+        """
+        return None
+
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult | None:
+        """Optional columnar fast path (TCP): dissect many PDUs (as cut by :meth:`frame`) at once.
+
+        ``pdus`` holds the PDUs of the flows this dissector is attached to, framed while the engine
+        delivered one batch's TCP streams, in delivery order. Return a :class:`BatchResult` with the
+        mask of PDUs handled, an ``apply`` hook for per-flow state and a ``build`` function making the
+        events; every other PDU goes to :meth:`parse` on its flow's instance, in stream order, as
+        without a fast path. The output must be exactly what :meth:`parse` would give, and the fast
+        path reports no weirds (leave PDUs that need one to ``parse``). A dissector with this fast path
+        has its PDUs parsed after it framed them, so :meth:`frame` must not depend on what ``parse``
+        does. Return None (the default) to send every PDU to :meth:`parse`.
+        """
+        return None
+
     def frame(self, data: bytes, is_orig: bool) -> int:
         """TCP only: length of the complete PDU at the start of ``data``.
 
@@ -276,6 +308,104 @@ class LinkDissector(Dissector):
     @classmethod
     def recognize(cls, data: bytes, transport: Transport, sport: int, dport: int) -> Verdict:
         return Verdict.NO
+
+
+# ---------------------------------------------------------------- columnar fast path
+
+
+@dataclass(frozen=True, slots=True)
+class Datagrams:
+    """UDP datagrams of one protocol in one batch, as columns (argument of :meth:`Dissector.parse_batch`).
+
+    Datagram ``i`` is ``buffer[start[i] : start[i] + length[i]]``.
+    """
+
+    buffer: npt.NDArray[np.uint8]
+    """The batch buffer (read only)."""
+    start: npt.NDArray[np.int64]
+    length: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    """Capture time, ns since the epoch."""
+    flow_id: npt.NDArray[np.int64]
+    is_orig: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def heads(self, width: int) -> npt.NDArray[np.uint8]:
+        """The first ``width`` bytes of every datagram, shape (n, width), zero-padded past its end."""
+        return gather_heads(self.buffer, self.start, self.length, width)
+
+    def binary(self, offset: int, rows: npt.NDArray[np.intp] | None = None) -> pa.Array:
+        """An Arrow ``binary`` column: each datagram's bytes from ``offset`` to its end (of ``rows``)."""
+        start = self.start if rows is None else self.start[rows]
+        length = self.length if rows is None else self.length[rows]
+        return binary_array(self.buffer, start + offset, np.maximum(length - offset, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """Events of one type made by :meth:`Dissector.parse_batch`, as columns."""
+
+    event_type: type[Event]
+    rows: npt.NDArray[np.intp]
+    """The datagram each event comes from (index into the :class:`Datagrams`), non-decreasing."""
+    columns: dict[str, npt.NDArray[Any] | pa.Array]
+    """The event type's own fields (every field except the :class:`Event` base fields), one value per
+    row; numpy arrays or Arrow arrays, converted to the event's Arrow schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What :meth:`Dissector.parse_batch` or :meth:`Dissector.parse_pdu_batch` did: which datagrams or
+    PDUs it handled, and their events."""
+
+    handled: npt.NDArray[np.bool_]
+    events: tuple[EventColumns, ...] = ()
+    """``parse_batch`` (UDP): the events of the handled datagrams."""
+    apply: Callable[[Any, int], bool] | None = None
+    """``parse_pdu_batch`` (TCP): called as ``apply(instance, i)`` for each handled PDU ``i``, in stream
+    order and only while the flow is still dissected, with the flow's dissector instance, to read and
+    update per-flow state (e.g. match a response to its request). Returning False hands the PDU to
+    :meth:`Dissector.parse` instead; ``apply`` must then have left the state unchanged."""
+    build: Callable[[npt.NDArray[np.intp]], tuple[EventColumns, ...]] | None = None
+    """``parse_pdu_batch`` (TCP): the events of the PDUs ``rows`` (handled, and accepted by ``apply``),
+    as columns. Called in stream order, possibly several times, each time with the next PDUs."""
+
+
+def gather_heads(
+    buffer: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64], width: int
+) -> npt.NDArray[np.uint8]:
+    """The first ``width`` bytes at each ``start`` (at most ``length`` of them), zero-padded."""
+    m = start.shape[0]
+    heads = np.zeros((m, width), dtype=np.uint8)
+    if m == 0 or buffer.shape[0] == 0 or width == 0:
+        return heads
+    padded = buffer
+    if buffer.shape[0] < width or int(start.max()) > buffer.shape[0] - width:
+        padded = np.concatenate([buffer, np.zeros(width, dtype=np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    heads[:] = windows[np.clip(start, 0, windows.shape[0] - 1)]
+    heads[np.arange(width)[None, :] >= length[:, None]] = 0
+    return heads
+
+
+def binary_array(
+    buffer: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> pa.Array:
+    """An Arrow ``binary`` array of the byte ranges ``buffer[start[i] : start[i] + length[i]]``."""
+    length = np.asarray(length, dtype=np.int64)
+    offsets = np.zeros(length.shape[0] + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    total = int(offsets[-1])
+    if total:
+        index = np.arange(total, dtype=np.int64) + np.repeat(start - offsets[:-1], length)
+        data = np.ascontiguousarray(buffer[index])
+    else:
+        data = np.zeros(0, dtype=np.uint8)
+    return pa.Array.from_buffers(
+        pa.binary(), length.shape[0], [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+    )
 
 
 # ---------------------------------------------------------------- event schemas
@@ -317,3 +447,26 @@ def event_schema(event_type: type[Event]) -> pa.Schema:
 
 def event_fields(event_type: type[Event]) -> list[str]:
     return [f.name for f in dataclasses.fields(event_type)]
+
+
+def events_table(event_type: type[Event], events: list[Event], schema: pa.Schema | None = None) -> pa.Table:
+    """An Arrow table of events of one type (the inverse of :func:`events_of_table`)."""
+    names = [f.name for f in dataclasses.fields(event_type)]
+    getter = operator.attrgetter(*names)
+    rows = map(getter, events) if len(names) > 1 else ((getter(e),) for e in events)
+    columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+    if not events:
+        columns = {name: [] for name in names}
+    return pa.Table.from_pydict(columns, schema=schema if schema is not None else event_schema(event_type))
+
+
+def events_of_table(event_type: type[Event], table: pa.Table) -> list[Event]:
+    """Event objects from an Arrow table of events (``ts`` as ns since the epoch)."""
+    columns = {
+        name: (column.cast(pa.int64()) if name == "ts" else column).to_pylist()
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    }
+    names = list(columns)
+    return [
+        event_type(**dict(zip(names, values, strict=True))) for values in zip(*columns.values(), strict=True)
+    ]

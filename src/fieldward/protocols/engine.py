@@ -28,10 +28,11 @@ import inspect
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from fieldward.capture import linktypes
 from fieldward.capture.batch import PacketBatch
@@ -50,14 +51,21 @@ from fieldward.decode.reassembly import StreamChunk, TcpReassembler
 from fieldward.protocols.base import (
     L2_HEAD_BYTES,
     NO_FLOW,
+    BatchResult,
+    Datagrams,
     Dissector,
     Event,
+    EventColumns,
     FlowInfo,
     LinkInfo,
     PduContext,
     ProtocolWeird,
     Transport,
     Verdict,
+    event_fields,
+    event_schema,
+    events_of_table,
+    events_table,
     mac_str,
 )
 from fieldward.protocols.registry import Registry
@@ -83,6 +91,8 @@ ETH_LLC_JUMBO = 0x8870
 NOT_LINK_ETHERTYPES = frozenset({ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD})
 """EtherTypes never handed to layer-2 dissectors: IP goes through flows, VLAN tags are decoded."""
 _BASE_MATCH_FRAMES = inspect.getattr_static(Dissector, "match_frames")
+_BASE_PARSE_BATCH = inspect.getattr_static(Dissector, "parse_batch")
+_BASE_PARSE_PDU_BATCH = inspect.getattr_static(Dissector, "parse_pdu_batch")
 MAX_L2_FAILING_SENDERS = 65536
 """(dissector, source MAC) exception counters kept; beyond it they are reset."""
 
@@ -94,6 +104,9 @@ class ProtocolSettings:
     max_pdu_buffer_bytes: int = 1 << 20
     """Unframed bytes kept per flow direction; beyond it the buffer is dropped with a weird."""
     max_exceptions_per_flow: int = 3
+    fast_path: bool = True
+    """Use the dissectors' columnar fast paths (``parse_batch``); False sends every datagram to
+    ``parse`` (the output is the same, only slower)."""
 
 
 @dataclass(slots=True)
@@ -103,6 +116,75 @@ class _Session:
     buffers: tuple[bytearray, bytearray]
     exceptions: int = 0
     active: bool = True
+    index: int = -1
+    """The dissector's index in the registry."""
+    queued: bool = False
+    """TCP PDUs wait in the engine's queue for the dissector's columnar fast path."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A framed TCP PDU waiting for the columnar fast path (``parse_pdu_batch``)."""
+
+    index: int
+    flow: int
+    session: _Session
+    pdu: bytes
+    is_orig: bool
+    ts_ns: int
+
+
+@dataclass(slots=True)
+class _Collector:
+    """Events made by ``parse`` for datagrams or PDUs a fast path left, kept to be merged with the fast
+    path's events in capture order."""
+
+    parsed: list[tuple[int, Event]] = field(default_factory=list)
+    """(position of the datagram or PDU, event)."""
+    position: int = 0
+    """The datagram or PDU being parsed."""
+
+
+@dataclass(slots=True)
+class _PduBatch:
+    """One dissector's ``parse_pdu_batch`` result over the queued PDUs, emitted in stream order."""
+
+    name: str
+    result: BatchResult
+    pdus: Datagrams
+    inverse: npt.NDArray[np.intp]
+    infos: list[FlowInfo]
+    accepted: npt.NDArray[np.bool_]
+    """PDUs the fast path handled and ``apply`` accepted."""
+    collected: _Collector = field(default_factory=_Collector)
+    """Events of the PDUs ``parse`` handled."""
+
+
+@dataclass(slots=True)
+class _FastBlock:
+    """Output of one ``parse_batch`` call, emitted in pieces so that it interleaves in capture order
+    with the events ``parse`` makes for the datagrams the fast path left to it."""
+
+    name: str
+    positions: npt.NDArray[np.intp]
+    """Datagram (position in the batch's UDP rows) of each row, non-decreasing."""
+    flows: npt.NDArray[np.int64]
+    table: pa.Table | None = None
+    """The events; None for the block that only counts the handled datagrams."""
+    event_type: type[Event] | None = None
+    done: int = 0
+    """Rows emitted so far."""
+
+
+def _schema(event_type: type[Event]) -> pa.Schema:
+    schema = _SCHEMAS.get(event_type)
+    if schema is None:
+        schema = _SCHEMAS[event_type] = event_schema(event_type)
+    return schema
+
+
+_SCHEMAS: dict[type[Event], pa.Schema] = {}
+_BASE_FIELDS = frozenset(event_fields(Event))
 
 
 @dataclass(slots=True)
@@ -171,6 +253,32 @@ class ProtocolEngine:
         all_snaps = {int(k) for r in self._links for k in r.snap.tolist()}
         self._link_snaps = np.array(sorted(all_snaps), dtype=np.uint64)
         self._link_failures: dict[tuple[int, int], int] = {}
+        self._fast_udp = [
+            index
+            for index, cls in enumerate(self._dissectors)
+            if Transport.UDP in cls.transports
+            and inspect.getattr_static(cls, "parse_batch") is not _BASE_PARSE_BATCH
+        ]
+        """Dissectors with a columnar fast path for UDP datagrams."""
+        self._detached: dict[int, int] = {}
+        """Flows whose dissector was detached while the current batch's datagrams were parsed, with the
+        position of the datagram that detached it."""
+        self._fast_tcp = frozenset(
+            index
+            for index, cls in enumerate(self._dissectors)
+            if Transport.TCP in cls.transports
+            and inspect.getattr_static(cls, "parse_pdu_batch") is not _BASE_PARSE_PDU_BATCH
+        )
+        """Dissectors with a columnar fast path for TCP PDUs."""
+        self._queue: list[_Queued] = []
+        self._flushing = False
+        self._collector: _Collector | None = None
+        self._position = 0
+        """Position of the datagram being parsed in the current batch's UDP rows."""
+        self._takes_tables = callable(getattr(emit, "write_table", None))
+        """The output takes Arrow tables (an ``EventWriter``): events keep their order within each log.
+        Otherwise (a plain callable) TCP PDUs are parsed one by one, so that the order of all events
+        together is that of the per-PDU path."""
 
     # ------------------------------------------------------------------ public API
 
@@ -475,9 +583,15 @@ class ProtocolEngine:
 
     def _attach(self, flow: int, index: int, info: FlowInfo) -> _Session:
         cls = self._dissectors[index]
-        ctx = PduContext(info, cls.name, self._emit, self._report_weird)
+        ctx = PduContext(info, cls.name, self._route_event, self._report_weird)
         self._flow_proto[flow] = index
-        session = self._sessions[flow] = _Session(cls(info), ctx, (bytearray(), bytearray()))
+        session = self._sessions[flow] = _Session(cls(info), ctx, (bytearray(), bytearray()), index=index)
+        session.queued = (
+            info.transport == Transport.TCP
+            and index in self._fast_tcp
+            and self.settings.fast_path
+            and self._takes_tables
+        )
         self.flows_by_protocol[cls.name] = self.flows_by_protocol.get(cls.name, 0) + 1
         return session
 
@@ -495,18 +609,212 @@ class ProtocolEngine:
         rows = np.flatnonzero(udp)
         if rows.shape[0] == 0:
             return
-        starts = (batch.offsets[rows] + decoded.payload_offset[rows]).tolist()
-        lengths = decoded.payload_len[rows].tolist()
-        flows = assignment.flow_id[rows].tolist()
-        origs = (assignment.direction[rows] == 0).tolist()
-        times = batch.ts_ns[rows].tolist()
+        start = batch.offsets[rows].astype(np.int64) + decoded.payload_offset[rows]
+        length = decoded.payload_len[rows].astype(np.int64)
+        flow_ids = assignment.flow_id[rows].astype(np.int64)
+        orig = assignment.direction[rows] == 0
+        ts = batch.ts_ns[rows].astype(np.int64)
+        slow = np.arange(rows.shape[0])
+        blocks: dict[int, list[_FastBlock]] = {}
+        if self._fast_udp and self.settings.fast_path:
+            columns = Datagrams(batch.buffer, start, length, ts, flow_ids, orig)
+            handled = self._parse_batches(columns, self._flow_proto[flow_ids], blocks)
+            if handled is not None:
+                slow = np.flatnonzero(~handled)
+        self._detached.clear()
+        starts, lengths, flows = start[slow].tolist(), length[slow].tolist(), flow_ids[slow].tolist()
+        origs, times, positions = orig[slow].tolist(), ts[slow].tolist(), slow.tolist()
         buffer = batch.buffer
+        # With an EventWriter, parse()'s events of fast-path protocols are merged with the fast path's
+        # tables at the end (one table per event type); otherwise blocks are emitted piece by piece.
+        merging = bool(blocks) and self._takes_tables
+        collectors: dict[int, _Collector] = {}
         for i, flow in enumerate(flows):
             session = self._sessions.get(flow)
             if session is None or not session.active:
                 continue
             data = buffer[starts[i] : starts[i] + lengths[i]].tobytes()
+            if blocks:
+                index = int(self._flow_proto[flow])
+                dissector_blocks = blocks.get(index)
+                if dissector_blocks:
+                    self._position = position = positions[i]
+                    if merging:
+                        collector = self._collector = collectors.setdefault(index, _Collector())
+                        collector.position = position
+                        try:
+                            self._parse(flow, session, data, origs[i], times[i])
+                        finally:
+                            self._collector = None
+                        continue
+                    for block in dissector_blocks:
+                        self._emit_block(block, position)
             self._parse(flow, session, data, origs[i], times[i])
+        for index, dissector_blocks in blocks.items():
+            if not merging:
+                for block in dissector_blocks:
+                    self._emit_block(block, None)
+                continue
+            merged: dict[type[Event], list[tuple[npt.NDArray[np.intp], pa.Table]]] = {}
+            for block in dissector_blocks:
+                keep = self._not_detached(block)
+                if block.table is None or block.event_type is None:
+                    count = block.positions.shape[0] if keep is None else int(keep.sum())
+                    self.pdus_by_protocol[block.name] = self.pdus_by_protocol.get(block.name, 0) + count
+                    continue
+                table, where = block.table, block.positions
+                if keep is not None:
+                    table, where = table.filter(pa.array(keep)), where[keep]
+                if table.num_rows:
+                    merged.setdefault(block.event_type, []).append((where, table))
+            parsed: dict[type[Event], list[tuple[int, Event]]] = {}
+            for position, event in collectors[index].parsed if index in collectors else ():
+                parsed.setdefault(type(event), []).append((position, event))
+            self._emit_merged(merged, parsed)
+        self._detached.clear()
+
+    def _not_detached(self, block: _FastBlock) -> npt.NDArray[np.bool_] | None:
+        """Rows of a fast-path block whose flow was not detached before them (None: all of them)."""
+        if not self._detached:
+            return None
+        flows = np.fromiter(self._detached.keys(), dtype=np.int64, count=len(self._detached))
+        at = np.fromiter(self._detached.values(), dtype=np.int64, count=len(self._detached))
+        order = np.argsort(flows)
+        flows, at = flows[order], at[order]
+        slot = np.clip(np.searchsorted(flows, block.flows), 0, flows.shape[0] - 1)
+        detached = (flows[slot] == block.flows) & (block.positions > at[slot])
+        keep: npt.NDArray[np.bool_] = ~detached
+        return keep
+
+    def _parse_batches(
+        self, datagrams: Datagrams, proto: npt.NDArray[np.int16], blocks: dict[int, list[_FastBlock]]
+    ) -> npt.NDArray[np.bool_] | None:
+        """Run the columnar fast paths (``parse_batch``); returns the datagrams they handled."""
+        handled_all: npt.NDArray[np.bool_] | None = None
+        for index in self._fast_udp:
+            sel = np.flatnonzero(proto == index)
+            if sel.shape[0] == 0:
+                continue
+            flows, inverse = np.unique(datagrams.flow_id[sel], return_inverse=True)
+            infos: list[FlowInfo] = []
+            active = np.zeros(flows.shape[0], dtype=np.bool_)
+            for k, flow in enumerate(flows.tolist()):
+                session = self._sessions.get(flow)
+                if session is not None and session.active:
+                    active[k] = True
+                    infos.append(session.ctx.flow)
+                else:
+                    infos.append(FlowInfo(flow, Transport.UDP, "", 0, "", 0))
+            if not active.all():
+                keep = active[inverse]
+                sel, inverse = sel[keep], inverse[keep]
+                if sel.shape[0] == 0:
+                    continue
+            cls = self._dissectors[index]
+            part = Datagrams(
+                datagrams.buffer,
+                datagrams.start[sel],
+                datagrams.length[sel],
+                datagrams.ts[sel],
+                datagrams.flow_id[sel],
+                datagrams.is_orig[sel],
+            )
+            try:
+                result = cls.parse_batch(part)
+                if result is None:
+                    continue
+                handled = np.asarray(result.handled, dtype=np.bool_)
+                if handled.shape != sel.shape:
+                    raise ValueError(
+                        f"parse_batch handled mask of shape {handled.shape}, expected {sel.shape}"
+                    )
+                tables: list[tuple[npt.NDArray[np.intp], pa.Table, type[Event]]] = []
+                for events in result.events:
+                    rows = np.asarray(events.rows, dtype=np.intp)
+                    if rows.shape[0] == 0:
+                        continue
+                    if not handled[rows].all():
+                        raise ValueError("parse_batch made events of datagrams it did not handle")
+                    table = self._event_table(events, rows, part, inverse, infos)
+                    tables.append((sel[rows], table, events.event_type))
+            except Exception as exc:  # a fast-path bug must not stop the run: parse() takes over
+                self._exception(cls.name, exc)
+                continue
+            positions = sel[handled]
+            block_list = blocks.setdefault(index, [])
+            block_list.append(_FastBlock(cls.name, positions, datagrams.flow_id[positions]))
+            block_list.extend(
+                _FastBlock(cls.name, pos, datagrams.flow_id[pos], table, event_type)
+                for pos, table, event_type in tables
+            )
+            if handled_all is None:
+                handled_all = np.zeros(len(datagrams), dtype=np.bool_)
+            handled_all[positions] = True
+        return handled_all
+
+    def _event_table(
+        self,
+        events: EventColumns,
+        rows: npt.NDArray[np.intp],
+        datagrams: Datagrams,
+        inverse: npt.NDArray[np.intp],
+        infos: list[FlowInfo],
+    ) -> pa.Table:
+        """The Arrow table of fast-path events: the engine's base fields plus the dissector's columns."""
+        event_type = events.event_type
+        schema = _schema(event_type)
+        if rows.shape[0] > 1 and bool((rows[1:] < rows[:-1]).any()):
+            raise ValueError("parse_batch event rows are not in datagram order")
+        own = {name for name in schema.names if name not in _BASE_FIELDS}
+        if set(events.columns) != own:
+            raise ValueError(f"parse_batch columns {sorted(events.columns)} for {event_type.__name__}")
+        flow_index = inverse[rows]
+        base: dict[str, object] = {
+            "ts": datagrams.ts[rows],
+            "flow_id": datagrams.flow_id[rows],
+            "orig_h": pa.array([i.orig_h for i in infos], pa.string()).take(flow_index),
+            "orig_p": np.array([i.orig_p for i in infos], dtype=np.int64)[flow_index],
+            "resp_h": pa.array([i.resp_h for i in infos], pa.string()).take(flow_index),
+            "resp_p": np.array([i.resp_p for i in infos], dtype=np.int64)[flow_index],
+            "is_orig": datagrams.is_orig[rows],
+        }
+        arrays = []
+        for f in schema:
+            value = base[f.name] if f.name in base else events.columns[f.name]
+            array = value if isinstance(value, pa.Array) else pa.array(value, type=f.type)
+            if array.type != f.type:
+                array = array.cast(f.type)
+            if len(array) != rows.shape[0]:
+                raise ValueError(f"parse_batch column {f.name} has {len(array)} values, not {rows.shape[0]}")
+            arrays.append(array)
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _emit_block(self, block: _FastBlock, before: int | None) -> None:
+        """Emit a fast-path block's events (or count its PDUs) up to datagram position ``before``."""
+        end = block.positions.shape[0] if before is None else int(np.searchsorted(block.positions, before))
+        if end <= block.done:
+            return
+        begin, block.done = block.done, end
+        keep: npt.NDArray[np.bool_] | None = None
+        if self._detached:
+            keep = ~np.isin(block.flows[begin:end], list(self._detached))
+        if block.table is None:
+            count = end - begin if keep is None else int(keep.sum())
+            self.pdus_by_protocol[block.name] = self.pdus_by_protocol.get(block.name, 0) + count
+            return
+        table = block.table.slice(begin, end - begin)
+        if keep is not None:
+            table = table.filter(pa.array(keep))
+        if table.num_rows and block.event_type is not None:
+            self._emit_table(table, block.event_type)
+
+    def _emit_table(self, table: pa.Table, event_type: type[Event]) -> None:
+        write = getattr(self._emit, "write_table", None)
+        if write is not None:
+            write(event_type, table)
+            return
+        for event in events_of_table(event_type, table):
+            self._emit(event)
 
     def _feed_tcp(self, batch: PacketBatch, decoded: DecodedBatch, assignment: FlowAssignment) -> None:
         """Reassemble TCP for classified flows and for flows still being recognised."""
@@ -567,14 +875,41 @@ class ProtocolEngine:
             if not session.active:
                 continue
             self._frame_and_parse(session, chunk, limit)
+        self._flush_queue()
 
     def _frame_and_parse(self, session: _Session, chunk: StreamChunk, limit: int) -> None:
         buf = session.buffers[chunk.direction]
-        if chunk.gap_before and buf:
-            self._weird(session, chunk.direction == 0, chunk.ts_ns, "pdu_lost_in_gap", "stream gap")
+        is_orig = chunk.direction == 0
+        if not buf:
+            # Common case: nothing buffered, and the chunk holds whole PDUs: no copies into the buffer.
+            data = chunk.data
+            while data and session.active:
+                try:
+                    size = session.dissector.frame(data, is_orig)
+                except Exception as exc:
+                    buf += data
+                    self._failed(chunk.flow_id, session, exc)
+                    return
+                if size == 0:
+                    if len(data) > limit:
+                        self._weird(session, is_orig, chunk.ts_ns, "pdu_too_large", f"{len(data)} bytes")
+                    else:
+                        buf += data
+                    return
+                if size < 0 or size > len(data):
+                    self._weird(
+                        session, is_orig, chunk.ts_ns, "unframeable_data", f"{len(data)} bytes dropped"
+                    )
+                    return
+                pdu = data if size == len(data) else data[:size]
+                data = data[size:]
+                self._dispatch(chunk.flow_id, session, pdu, is_orig, chunk.ts_ns)
+            buf += data
+            return
+        if chunk.gap_before:
+            self._weird(session, is_orig, chunk.ts_ns, "pdu_lost_in_gap", "stream gap")
             buf.clear()
         buf += chunk.data
-        is_orig = chunk.direction == 0
         while buf and session.active:
             try:
                 size = session.dissector.frame(bytes(buf), is_orig)
@@ -592,7 +927,153 @@ class ProtocolEngine:
                 break
             pdu = bytes(buf[:size])
             del buf[:size]
-            self._parse(chunk.flow_id, session, pdu, is_orig, chunk.ts_ns)
+            self._dispatch(chunk.flow_id, session, pdu, is_orig, chunk.ts_ns)
+
+    def _dispatch(self, flow: int, session: _Session, data: bytes, is_orig: bool, ts_ns: int) -> None:
+        """A framed TCP PDU: parse it now, or queue it for the dissector's columnar fast path."""
+        if session.queued:
+            self._queue.append(_Queued(session.index, flow, session, data, is_orig, ts_ns))
+        else:
+            self._parse(flow, session, data, is_orig, ts_ns)
+
+    def _flush_queue(self) -> None:
+        """Dissect the queued TCP PDUs: the fast paths first, then, in stream order, their per-flow
+        ``apply`` hooks and ``parse`` for the PDUs the fast paths left. Runs before anything else is
+        reported (weirds, exceptions, closes), so every output keeps the order of the per-PDU path."""
+        if self._flushing or not self._queue:
+            return
+        self._flushing = True
+        queue, self._queue = self._queue, []
+        try:
+            self._run_queue(queue)
+        finally:
+            self._flushing = False
+
+    def _run_queue(self, queue: list[_Queued]) -> None:
+        positions: dict[int, list[int]] = {}
+        for position, item in enumerate(queue):
+            positions.setdefault(item.index, []).append(position)
+        local = np.zeros(len(queue), dtype=np.intp)
+        batches: dict[int, _PduBatch] = {}
+        for index, where in positions.items():
+            local[where] = np.arange(len(where))
+            batch = self._pdu_batch(index, [queue[p] for p in where])
+            if batch is not None:
+                batches[index] = batch
+        for position, item in enumerate(queue):
+            session = item.session
+            if not session.active:
+                continue
+            batch = batches.get(item.index)
+            if batch is None:
+                self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
+                continue
+            i = int(local[position])
+            if batch.result.handled[i]:
+                apply = batch.result.apply
+                try:
+                    accepted = True if apply is None else bool(apply(session.dissector, i))
+                except Exception as exc:
+                    self._failed(item.flow, session, exc)
+                    continue
+                if accepted:
+                    batch.accepted[i] = True
+                    self.pdus_by_protocol[batch.name] = self.pdus_by_protocol.get(batch.name, 0) + 1
+                    continue
+            # parse() it; its events are merged with the fast path's, in stream order, at the end.
+            batch.collected.position = i
+            self._collector = batch.collected
+            try:
+                self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
+            finally:
+                self._collector = None
+        for batch in batches.values():
+            self._emit_pdu_batch(batch)
+
+    def _route_event(self, event: Event) -> None:
+        """``ctx.emit`` of flow dissectors: straight to the output, or kept for merging while the parse
+        of a PDU the fast path left runs (see ``_run_queue``)."""
+        collector = self._collector
+        if collector is None:
+            self._emit(event)
+        else:
+            collector.parsed.append((collector.position, event))
+
+    def _pdu_batch(self, index: int, items: list[_Queued]) -> _PduBatch | None:
+        cls = self._dissectors[index]
+        pdus = [item.pdu for item in items]
+        length = np.fromiter(map(len, pdus), dtype=np.int64, count=len(pdus))
+        start = np.zeros(len(pdus), dtype=np.int64)
+        np.cumsum(length[:-1], out=start[1:])
+        buffer = np.frombuffer(b"".join(pdus), dtype=np.uint8)
+        flow_ids = np.fromiter((item.flow for item in items), dtype=np.int64, count=len(items))
+        columns = Datagrams(
+            buffer,
+            start,
+            length,
+            np.fromiter((item.ts_ns for item in items), dtype=np.int64, count=len(items)),
+            flow_ids,
+            np.fromiter((item.is_orig for item in items), dtype=np.bool_, count=len(items)),
+        )
+        _flows, first, inverse = np.unique(flow_ids, return_index=True, return_inverse=True)
+        infos = [items[k].session.ctx.flow for k in first.tolist()]
+        try:
+            result = cls.parse_pdu_batch(columns)
+            if result is None:
+                return None
+            handled = np.asarray(result.handled, dtype=np.bool_)
+            if handled.shape != length.shape:
+                raise ValueError(f"parse_pdu_batch handled mask of shape {handled.shape}, not {length.shape}")
+        except Exception as exc:  # a fast-path bug must not stop the run: parse() takes over
+            self._exception(cls.name, exc)
+            return None
+        result = BatchResult(handled, result.events, result.apply, result.build)
+        accepted = np.zeros(len(items), dtype=np.bool_)
+        return _PduBatch(cls.name, result, columns, inverse.reshape(-1), infos, accepted)
+
+    def _emit_pdu_batch(self, batch: _PduBatch) -> None:
+        """Emit the fast path's events merged with those of the PDUs ``parse`` handled, by PDU."""
+        merged: dict[type[Event], list[tuple[npt.NDArray[np.intp], pa.Table]]] = {}
+        rows = np.flatnonzero(batch.accepted)
+        if rows.shape[0] and batch.result.build is not None:
+            try:
+                for events in batch.result.build(rows):
+                    event_rows = np.asarray(events.rows, dtype=np.intp)
+                    if event_rows.shape[0] == 0:
+                        continue
+                    if not batch.accepted[event_rows].all():
+                        raise ValueError("parse_pdu_batch made events of PDUs it did not handle")
+                    table = self._event_table(events, event_rows, batch.pdus, batch.inverse, batch.infos)
+                    merged.setdefault(events.event_type, []).append((event_rows, table))
+            except Exception as exc:  # confined: the fast path's events are lost, the run goes on
+                self._exception(batch.name, exc)
+                merged.clear()
+        parsed: dict[type[Event], list[tuple[int, Event]]] = {}
+        for position, event in batch.collected.parsed:
+            parsed.setdefault(type(event), []).append((position, event))
+        self._emit_merged(merged, parsed)
+
+    def _emit_merged(
+        self,
+        merged: dict[type[Event], list[tuple[npt.NDArray[np.intp], pa.Table]]],
+        parsed: dict[type[Event], list[tuple[int, Event]]],
+    ) -> None:
+        """Emit a fast path's tables with the events ``parse`` made, per event type, ordered by the
+        position of the datagram or PDU each row comes from."""
+        for event_type, items in parsed.items():
+            if event_type not in merged:
+                for _position, event in items:
+                    self._emit(event)
+                continue
+            table = events_table(event_type, [event for _position, event in items], _schema(event_type))
+            merged[event_type].append((np.array([p for p, _ in items], dtype=np.intp), table))
+        for event_type, parts in merged.items():
+            if len(parts) == 1:
+                self._emit_table(parts[0][1], event_type)
+                continue
+            order = np.argsort(np.concatenate([p for p, _ in parts]), kind="stable")
+            table = pa.concat_tables([t for _, t in parts]).take(order)
+            self._emit_table(table, event_type)
 
     def _parse(self, flow: int, session: _Session, data: bytes, is_orig: bool, ts_ns: int) -> None:
         ctx = session.ctx
@@ -606,6 +1087,7 @@ class ProtocolEngine:
             self._failed(flow, session, exc)
 
     def _close(self, flow: int) -> None:
+        self._flush_queue()
         session = self._sessions.pop(flow, None)
         if session is None:
             return
@@ -618,23 +1100,32 @@ class ProtocolEngine:
     # ------------------------------------------------------------------ confinement
 
     def _failed(self, flow: int, session: _Session, exc: Exception) -> None:
+        self._flush_queue()
+        if not session.active:  # the queued PDUs before this one detached the dissector
+            return
         self._exception(session.dissector.name, exc)
         session.exceptions += 1
         if session.exceptions >= self.settings.max_exceptions_per_flow:
             session.active = False
             self._flow_proto[flow] = NONE
+            self._detached[flow] = self._position
 
     def _exception(self, name: str, exc: Exception) -> None:
+        self._flush_queue()
         self.weird.report("dissector_exception", "protocol", f"{name}: {type(exc).__name__}")
         if name not in self._logged_exceptions:
             self._logged_exceptions.add(name)
             logger.info("dissector %s raised %s: %s", name, type(exc).__name__, exc)
 
     def _weird(self, session: _Session, is_orig: bool, ts_ns: int, name: str, detail: str) -> None:
+        self._flush_queue()
+        if not session.active:  # the queued PDUs before this point detached the dissector
+            return
         session.ctx.ts = ts_ns
         session.ctx.is_orig = is_orig
         session.ctx.weird(f"{session.dissector.name}_{name}", detail)
 
     def _report_weird(self, event: ProtocolWeird) -> None:
+        self._flush_queue()
         self.weird.report(event.name, "protocol", event.detail)
         self._emit(event)

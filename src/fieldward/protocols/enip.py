@@ -44,7 +44,20 @@ from importlib import resources
 from ipaddress import IPv4Address
 from typing import ClassVar
 
-from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+import numpy as np
+import numpy.typing as npt
+
+from fieldward.protocols.base import (
+    BatchResult,
+    Datagrams,
+    Dissector,
+    Event,
+    EventColumns,
+    FlowInfo,
+    PduContext,
+    Transport,
+    Verdict,
+)
 
 # ---------------------------------------------------------------------------------------- events
 
@@ -604,6 +617,8 @@ U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
 COMMAND_DATA = struct.Struct("<IHH")  # interface handle, timeout, item count
 SEQUENCED_ADDRESS = struct.Struct("<II")
+IO_FAST_HEADER = 2 + 4 + SEQUENCED_ADDRESS.size + 4
+"""Item count, Sequenced Address item (header + 8 bytes) and Connected Data item header."""
 SOCKADDR = struct.Struct(">hH4s8s")
 IDENTITY = struct.Struct("<H16sHHHBBHIB")
 SERVICE_ITEM = struct.Struct("<HH16s")
@@ -889,6 +904,39 @@ class EnipDissector(Dissector):
                 return Verdict.YES
             return Verdict.YES if _encapsulation_verdict(data, udp=True) == Verdict.YES else Verdict.NO
         return _encapsulation_verdict(data, udp=False)
+
+    @classmethod
+    def parse_batch(cls, datagrams: Datagrams) -> BatchResult:
+        """Columnar fast path for the common UDP I/O datagram (Vol 2 3-2.2): exactly two CPF items, a
+        Sequenced Address item (8 bytes) then a Connected Data item running to the end of the datagram.
+        Anything else (other layouts, encapsulation messages, malformed data) goes to :meth:`parse`."""
+        head = datagrams.heads(IO_FAST_HEADER)
+        length = datagrams.length
+        h = head.astype(np.int64)
+        handled: npt.NDArray[np.bool_] = (
+            (length >= IO_FAST_HEADER)
+            & (h[:, 0] == 2)
+            & (h[:, 1] == 0)
+            & ((h[:, 2] | h[:, 3] << 8) == CPF_SEQUENCED_ADDRESS)
+            & ((h[:, 4] | h[:, 5] << 8) == SEQUENCED_ADDRESS.size)
+            & ((h[:, 14] | h[:, 15] << 8) == CPF_CONNECTED_DATA)
+            & ((h[:, 16] | h[:, 17] << 8) == length - IO_FAST_HEADER)
+        )
+        rows = np.flatnonzero(handled)
+        if rows.shape[0] == 0:
+            return BatchResult(handled)
+        words = np.ascontiguousarray(head[rows, 6:14]).view("<u4")
+        io = EventColumns(
+            CipIO,
+            rows,
+            {
+                "connection_id": words[:, 0].astype(np.int64),
+                "sequence_number": words[:, 1].astype(np.int64),
+                "data_length": length[rows] - IO_FAST_HEADER,
+                "io_data": datagrams.binary(IO_FAST_HEADER, rows),
+            },
+        )
+        return BatchResult(handled, (io,))
 
     def frame(self, data: bytes, is_orig: bool) -> int:
         if len(data) >= 2 and U16.unpack_from(data)[0] not in ENIP_COMMANDS:

@@ -36,9 +36,23 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
-from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from fieldward.protocols.base import (
+    BatchResult,
+    Datagrams,
+    Dissector,
+    Event,
+    EventColumns,
+    FlowInfo,
+    PduContext,
+    Transport,
+    Verdict,
+)
 
 MBAP = struct.Struct(">HHHB")
 """Transaction id, protocol id, length (bytes after this field), unit id."""
@@ -54,6 +68,24 @@ MAX_ADUS_PER_DATAGRAM = 64
 RECOGNITION_ADUS = 4
 """Complete ADUs checked by the recogniser (when the first payload holds several)."""
 RESERVED_UNITS = range(248, 255)
+FAST_HEAD = HEADER_SIZE + 4
+"""Bytes of each ADU the columnar fast path reads: MBAP, function code, address and quantity."""
+NULL_FAST_FIELDS: dict[str, pa.DataType] = {
+    "exception_code": pa.int64(),
+    "exception": pa.string(),
+    "coils": pa.list_(pa.int64()),
+    "and_mask": pa.int64(),
+    "or_mask": pa.int64(),
+    "write_start_address": pa.int64(),
+    "write_quantity": pa.int64(),
+    "sub_function": pa.int64(),
+    "mei_type": pa.int64(),
+    "file_numbers": pa.list_(pa.int64()),
+    "record_numbers": pa.list_(pa.int64()),
+    "record_lengths": pa.list_(pa.int64()),
+    "data": pa.binary(),
+}
+"""ModbusEvent fields a Read Holding/Input Registers request or response never carries."""
 
 FUNCTION_NAMES: dict[int, str] = {
     0x01: "READ_COILS",
@@ -269,13 +301,22 @@ def _u16(data: bytes, offset: int) -> int:
 
 
 def _registers(data: bytes) -> list[int]:
-    return [_u16(data, i) for i in range(0, len(data) - 1, 2)]
+    """Big-endian 16-bit registers (a trailing odd byte is ignored)."""
+    return list(struct.unpack_from(f">{len(data) >> 1}H", data))
+
+
+_BYTE_BITS = [[(value >> i) & 1 for i in range(8)] for value in range(256)]
+"""The 8 bits of each byte value, LSB first."""
 
 
 def _bits(data: bytes, count: int) -> list[int]:
     """``count`` bits packed LSB first (coil/input status layout), at most ``8 * len(data)``."""
     count = min(count, 8 * len(data))
-    return [(data[i >> 3] >> (i & 7)) & 1 for i in range(count)]
+    if count <= 0:
+        return []
+    bits = [bit for byte in data[: (count + 7) >> 3] for bit in _BYTE_BITS[byte]]
+    del bits[count:]
+    return bits
 
 
 def _plausible_body(code: int, body: bytes) -> bool:
@@ -469,11 +510,117 @@ class ModbusDissector(Dissector):
 
     def _match(self, tid: int, code: int) -> _Request | None:
         """The oldest outstanding request with this transaction id and function code (removed)."""
+        index = self._find(tid, code)
+        if index is None:
+            return None
+        request = self._pending[index]
+        del self._pending[index]
+        return request
+
+    def _find(self, tid: int, code: int) -> int | None:
         for index, request in enumerate(self._pending):
             if request.tid == tid and request.function_code == code:
-                del self._pending[index]
-                return request
+                return index
         return None
+
+    # ------------------------------------------------------------------ columnar fast path
+
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult:
+        """Read Holding/Input Registers (3, 4) ADUs of the well-formed common shape, vectorized: a
+        request of exactly address + quantity (1..125), or a response with an even byte count that
+        matches the body. Requests and responses are told apart, and responses matched to their
+        request, per flow in stream order by ``apply``; a response whose register count differs from
+        its request's quantity (a weird) and every other ADU go to :meth:`parse`."""
+        n = len(pdus)
+        head = pdus.heads(FAST_HEAD).astype(np.int64)
+        length = pdus.length
+        mbap_length = head[:, 4] << 8 | head[:, 5]
+        code = head[:, 7]
+        body = length - HEADER_SIZE
+        common = (
+            (length >= HEADER_SIZE + 1)
+            & (head[:, 2] == 0)
+            & (head[:, 3] == 0)
+            & (mbap_length + 6 == length)
+            & (mbap_length <= MAX_LENGTH)
+            & ((code == 3) | (code == 4))
+        )
+        address = head[:, 8] << 8 | head[:, 9]
+        quantity = head[:, 10] << 8 | head[:, 11]
+        request_ok = common & (body == 4) & (quantity >= 1) & (quantity <= READ_REGISTERS_LIMIT)
+        response_ok = common & (head[:, 8] == body - 1) & (head[:, 8] % 2 == 0)
+        handled: npt.NDArray[np.bool_] = request_ok | response_ok
+        tid = (head[:, 0] << 8 | head[:, 1]).tolist()
+        codes = code.tolist()
+        origs = pdus.is_orig.tolist()
+        requests, responses = request_ok.tolist(), response_ok.tolist()
+        addresses, quantities = address.tolist(), quantity.tolist()
+        registers = ((body - 1) >> 1).tolist()
+        is_request = np.zeros(n, dtype=np.bool_)
+        matched = np.zeros(n, dtype=np.bool_)
+        out_address = np.zeros(n, dtype=np.int64)
+        has_address = np.zeros(n, dtype=np.bool_)
+        out_quantity = np.zeros(n, dtype=np.int64)
+
+        def apply(dissector: ModbusDissector, i: int) -> bool:
+            if origs[i] == dissector._client_is_orig:
+                if not requests[i]:
+                    return False
+                fields = _Fields(address=addresses[i], quantity=quantities[i])
+                dissector._pending.append(_Request(tid[i], codes[i], fields))
+                is_request[i] = has_address[i] = True
+                out_address[i], out_quantity[i] = addresses[i], quantities[i]
+                return True
+            if not responses[i]:
+                return False
+            count = registers[i]
+            index = dissector._find(tid[i], codes[i])
+            if index is not None:
+                request = dissector._pending[index].fields
+                if request.quantity is not None and request.quantity != count:
+                    return False  # modbus_quantity_mismatch: parse() reports it
+                del dissector._pending[index]
+                matched[i] = True
+                if request.address is not None:
+                    has_address[i], out_address[i] = True, request.address
+            out_quantity[i] = count
+            return True
+
+        def build(rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+            m = rows.shape[0]
+            request = is_request[rows]
+            kinds = np.where(request, "REQ", "RESP")
+            names = np.where(code[rows] == 3, FUNCTION_NAMES[3], FUNCTION_NAMES[4])
+            counts = np.where(request, 0, (body[rows] - 1) >> 1)
+            offsets = np.zeros(m + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+            total = int(offsets[-1])
+            values = np.zeros(0, dtype=np.int64)
+            if total:
+                first = pdus.start[rows] + HEADER_SIZE + 1
+                index = np.arange(2 * total, dtype=np.int64) + np.repeat(first - 2 * offsets[:-1], 2 * counts)
+                values = pdus.buffer[index].view(">u2").astype(np.int64)
+            register_lists = pa.ListArray.from_arrays(
+                pa.array(offsets.astype(np.int32)), pa.array(values), mask=pa.array(request)
+            )
+            columns: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "tid": (head[rows, 0] << 8 | head[rows, 1]),
+                "unit": head[rows, 6],
+                "function_code": code[rows],
+                "func": pa.array(names, pa.string()),
+                "pdu_type": pa.array(kinds, pa.string()),
+                "len": mbap_length[rows],
+                "matched": matched[rows],
+                "address": pa.array(out_address[rows], pa.int64(), mask=~has_address[rows]),
+                "quantity": out_quantity[rows],
+                "registers": register_lists,
+            }
+            for name in NULL_FAST_FIELDS:
+                columns[name] = pa.nulls(m, NULL_FAST_FIELDS[name])
+            return (EventColumns(ModbusEvent, rows, columns),)
+
+        return BatchResult(handled, apply=apply, build=build)
 
 
 # ---------------------------------------------------------------------- recognition helpers

@@ -37,7 +37,7 @@ Malformed input is reported with ``s7comm_*`` weirds, never with an exception.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
@@ -576,8 +576,11 @@ def _u32(data: bytes, offset: int) -> int:
     return int.from_bytes(data[offset : offset + 4], "big")
 
 
+_HEX8 = [f"0x{value:02x}" for value in range(256)]
+
+
 def _hex8(value: int) -> str:
-    return f"0x{value:02x}"
+    return _HEX8[value] if 0 <= value < 256 else f"0x{value:02x}"
 
 
 def _hex16(value: int) -> str:
@@ -782,11 +785,16 @@ class _Item:
     db_number: int | None = None
     area: int | None = None
     address: int | None = None
+    cached: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The event fields, once made (a job item's fields are used again for its answer)."""
 
     def fields(self) -> dict[str, Any]:
+        """The item's event fields (the caller must not change the dict: it is kept)."""
+        if self.cached is not None:
+            return self.cached
         numbered = self.area in NUMBERED_AREAS
         has_address = self.address is not None and self.area is not None and not numbered
-        return {
+        self.cached = {
             "syntax_id": _hex8(self.syntax_id),
             "transport_size": None if self.transport_size is None else _hex8(self.transport_size),
             "transport_size_name": (
@@ -800,6 +808,7 @@ class _Item:
             "byte_address": self.address >> 3 if has_address and self.address is not None else None,
             "bit_address": self.address & 7 if has_address and self.address is not None else None,
         }
+        return self.cached
 
 
 @dataclass(slots=True)
