@@ -226,6 +226,11 @@ class ChunkStream:
         self.eof = self.end < cap
 
 
+DEFAULT_BATCH_BYTES = 32 * 2**20
+"""Window (and batch) size in bytes: large enough that per-batch costs (flow expiry, record building)
+stay small next to per-packet work on big-packet traffic such as video, small enough to stay cached."""
+
+
 class _NoSource:
     """The byte source of a MappedStream: it reads from its mapping, never from a source."""
 
@@ -371,7 +376,7 @@ class CaptureReader:
         path: str | os.PathLike[str],
         *,
         batch_packets: int = 65536,
-        batch_bytes: int = 16 * 2**20,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
         weird: WeirdLog | None = None,
         memory_map: bool = True,
     ) -> None:
@@ -585,7 +590,7 @@ def open_capture(
     path: str | os.PathLike[str],
     *,
     batch_packets: int = 65536,
-    batch_bytes: int = 16 * 2**20,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
     weird: WeirdLog | None = None,
     memory_map: bool = True,
 ) -> CaptureReader:
