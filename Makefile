@@ -29,10 +29,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-## Speed against peers (nfstream, dpkt, tshark) on a generated capture.
+## Speed against peers on generated captures: sensor core (nfstream, dpkt, tshark), full dissection (tshark);
+## inventory accuracy against the generator's ground truth and its cost at 50,000 devices.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_sensor_core.py
+	$(BIN)/python benchmarks/bench_dissection.py
+	$(BIN)/python benchmarks/bench_inventory.py --scale 50000
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

@@ -39,6 +39,20 @@ def _pin_to_one_core() -> None:
 
 
 def _max_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory in MB of this process (``RUSAGE_SELF``) or of its finished children.
+
+    For this process it is the kernel's high-water mark of its own address space (``VmHWM``): Linux
+    carries a parent's peak over fork and exec into the child's ``ru_maxrss``, so that would report
+    the benchmark driver's memory for every worker.
+    """
+    if who == resource.RUSAGE_SELF:
+        try:
+            with open("/proc/self/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 

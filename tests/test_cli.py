@@ -111,3 +111,83 @@ def test_console_script_is_installed() -> None:
     proc = subprocess.run([exe, "version"], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0
     assert proc.stdout.strip()[0].isdigit()
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated plant analysed by the command line (with its ground truth beside it)."""
+    folder = tmp_path_factory.mktemp("cli-inventory")
+    capture, truth = folder / "plant.pcap", folder / "truth.json"
+    proc = run_cli(
+        "generate", "--out", str(capture), "--devices", "20", "--minutes", "2", "--truth", str(truth)
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("analyze", str(capture), "--out", str(folder / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Device inventory" in proc.stdout
+    assert "devices.json" in proc.stdout
+    return folder
+
+
+def test_generate_writes_the_ground_truth(analysed: Path) -> None:
+    truth = json.loads((analysed / "truth.json").read_text())
+    assert truth["generator"]["devices"] == 20
+    assert len(truth["devices"]) == 20
+    assert {"mac", "ip", "vendor", "device_type", "purdue_level"} <= set(truth["devices"][0])
+
+
+def test_devices_filters_by_type_vendor_level_and_text(analysed: Path) -> None:
+    out = analysed / "out"
+    every = json.loads(run_cli("devices", str(out), "--json").stdout)
+    assert len(every) == len(json.loads((out / "devices.json").read_text())["devices"])
+    plcs = json.loads(run_cli("devices", str(out), "--type", "plc", "--json").stdout)
+    assert plcs
+    assert all(d["device_type"] == "plc" for d in plcs)
+    assert len(plcs) == sum(1 for d in every if d["device_type"] == "plc")
+    siemens = json.loads(run_cli("devices", str(out), "--vendor", "siem", "--json").stdout)
+    assert siemens
+    assert all("Siemens" in d["vendor"] for d in siemens)
+    level1 = json.loads(run_cli("devices", str(out), "--level", "1", "--json").stdout)
+    assert {d["purdue_level"] for d in level1} == {1}
+    ip = every[0]["ips"][0]
+    found = json.loads(run_cli("devices", str(out), "--search", ip, "--json").stdout)
+    assert [d["id"] for d in found] == [every[0]["id"]]
+    table = run_cli("devices", str(out), "--type", "plc")
+    assert table.returncode == 0
+    assert f"Device inventory ({len(plcs)} devices)" in table.stdout
+
+
+def test_devices_on_a_folder_without_inventory_fails_with_one_line(tmp_path: Path) -> None:
+    proc = run_cli("devices", str(tmp_path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "devices.json" in proc.stderr
+    (tmp_path / "devices.json").write_text("[1, 2]")
+    proc = run_cli("devices", str(tmp_path))
+    assert proc.returncode == 2
+    assert "not a FieldWard devices.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_user_fingerprint_rules_apply_and_bad_ones_fail_early(analysed: Path, tmp_path: Path) -> None:
+    rules = tmp_path / "site.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - name: site-naming\n"
+        "    match: {role: '^mqtt/client$'}\n"
+        "    set: {model: Plant sensor (site rule)}\n"
+        "    confidence: 0.99\n"
+    )
+    out = tmp_path / "out"
+    proc = run_cli(
+        "analyze", str(analysed / "plant.pcap"), "--out", str(out), "--quiet", "--fingerprints", str(rules)
+    )
+    assert proc.returncode == 0, proc.stderr
+    sensors = json.loads(run_cli("devices", str(out), "--type", "iot_sensor", "--json").stdout)
+    assert sensors
+    assert {d["model"] for d in sensors} == {"Plant sensor (site rule)"}
+    rules.write_text("rules:\n  - {name: broken, match: {a: '('}, set: {os: x}, confidence: 0.5}\n")
+    proc = run_cli("analyze", str(analysed / "plant.pcap"), "--out", str(out), "--fingerprints", str(rules))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "bad regular expression" in proc.stderr

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -76,11 +76,18 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _run_analysis(captures: list[Path], out: Path, quiet: bool, batch_packets: int) -> None:
+def _run_analysis(
+    captures: list[Path], out: Path, quiet: bool, batch_packets: int, fingerprints: tuple[Path, ...] = ()
+) -> None:
+    from fieldward.inventory import InventorySettings
+    from fieldward.inventory.fingerprints import Fingerprints
     from fieldward.pipeline import AnalysisOptions, AnalysisResult, analyze
 
     console = _stdout()
-    options = AnalysisOptions(batch_packets=batch_packets)
+    Fingerprints.load(fingerprints)  # a bad rule file fails now, not after the whole capture
+    options = AnalysisOptions(
+        batch_packets=batch_packets, inventory_settings=InventorySettings(fingerprint_files=fingerprints)
+    )
     show_progress = console.is_terminal and not quiet
     result: AnalysisResult
     if show_progress:
@@ -104,6 +111,9 @@ def _run_analysis(captures: list[Path], out: Path, quiet: bool, batch_packets: i
         result = analyze(captures, out, options)
     if not quiet:
         _print_summary(console, result.summary(), out)
+        if result.inventory is not None:
+            records = [device.to_json() for device in result.inventory.devices]
+            _print_devices(console, records, limit=INVENTORY_ROWS_SHOWN)
 
 
 def _print_summary(console: Console, summary: dict[str, object], out: Path) -> None:
@@ -152,7 +162,40 @@ def _print_summary(console: Console, summary: dict[str, object], out: Path) -> N
         for name, count in weird.items():
             weirds.add_row(str(name), f"{count:,}")
         console.print(weirds)
-    console.print(f"Results written to [bold]{out}[/bold] (flows.parquet, events/, summary.json)")
+    console.print(
+        f"Results written to [bold]{out}[/bold] "
+        "(flows.parquet, events/, devices.json, communications.parquet, summary.json)"
+    )
+
+
+INVENTORY_ROWS_SHOWN = 40
+
+
+def _print_devices(console: Console, devices: list[dict[str, Any]], limit: int | None = None) -> None:
+    """The inventory as a table: one row per device, most important columns first."""
+    shown = devices if limit is None else devices[:limit]
+    table = Table(title=f"Device inventory ({len(devices):,} devices)", title_justify="left")
+    for column in ("level", "type", "IP", "MAC", "vendor", "model", "firmware", "hostname", "roles"):
+        table.add_column(column, overflow="fold")
+    for device in shown:
+        level = device.get("purdue_level")
+        roles = sorted({f"{r['protocol']} {r['role']}" for r in device.get("roles", ())})
+        table.add_row(
+            "-" if level is None else str(level),
+            str(device.get("device_type") or "unknown"),
+            ", ".join(device.get("ips", [])[:2]) or "-",
+            str(device.get("mac") or "-"),
+            str(device.get("vendor") or "-"),
+            str(device.get("model") or "-"),
+            str(device.get("firmware") or "-"),
+            str(device.get("hostname") or "-"),
+            ", ".join(roles[:4]) or "-",
+        )
+    console.print(table)
+    if limit is not None and len(devices) > limit:
+        console.print(
+            f"... {len(devices) - limit:,} more: fieldward devices DIR (with filters) shows them all"
+        )
 
 
 @app.command()
@@ -165,10 +208,61 @@ def analyze(
     batch_packets: Annotated[
         int, typer.Option(min=1, max=1_048_576, help="Packets per batch (memory vs. overhead).")
     ] = 65536,
+    fingerprints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--fingerprints", help="Extra fingerprint rule file (YAML, docs/inventory.md); repeatable."
+        ),
+    ] = None,
 ) -> None:
-    """Analyse capture files: decode, build flows, write DIR/flows.parquet and DIR/summary.json."""
+    """Analyse capture files: flows, protocol events and the device inventory, written to DIR."""
     with _clear_errors():
-        _run_analysis(captures, out, quiet, batch_packets)
+        _run_analysis(captures, out, quiet, batch_packets, tuple(fingerprints or ()))
+
+
+@app.command()
+def devices(
+    folder: Annotated[Path, typer.Argument(help="An analysis output folder (with devices.json).")],
+    device_type: Annotated[
+        str | None, typer.Option("--type", help="Only this device type (plc, hmi, rtu, ...).")
+    ] = None,
+    vendor: Annotated[str | None, typer.Option(help="Only vendors containing this text.")] = None,
+    level: Annotated[int | None, typer.Option(min=0, max=5, help="Only this Purdue level.")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Only devices whose IP, MAC, hostname or model contains this.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the matching records as JSON.")] = False,
+) -> None:
+    """Show the device inventory of an analysis folder, with filters."""
+    import json
+
+    with _clear_errors():
+        path = folder / "devices.json"
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            records: list[dict[str, Any]] = list(payload["devices"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FieldWardError(f"{path}: not a FieldWard devices.json ({exc})") from exc
+        if device_type is not None:
+            records = [r for r in records if str(r.get("device_type")) == device_type.lower()]
+        if vendor is not None:
+            records = [r for r in records if vendor.lower() in str(r.get("vendor") or "").lower()]
+        if level is not None:
+            records = [r for r in records if r.get("purdue_level") == level]
+        if search is not None:
+            needle = search.lower()
+            records = [
+                r
+                for r in records
+                if any(
+                    needle in str(value).lower()
+                    for value in (*r.get("ips", []), r.get("mac"), r.get("hostname"), r.get("model"))
+                )
+            ]
+        if as_json:
+            sys.stdout.write(json.dumps(records, indent=1) + "\n")
+            return
+        _print_devices(_stdout(), records)
 
 
 @app.command()
@@ -177,13 +271,21 @@ def generate(
     devices: Annotated[int, typer.Option(min=1, max=MAX_DEVICES, help="Field devices and hosts.")] = 40,
     minutes: Annotated[float, typer.Option(min=0.01, max=MAX_MINUTES, help="Capture duration.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 1,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Also write the devices' ground truth (identity, type, Purdue level) as JSON."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Generate a realistic, deterministic plant-network capture."""
     from fieldward.generator import GeneratorConfig, generate_capture
+    from fieldward.generator.truth import write_truth
 
     with _clear_errors():
-        stats = generate_capture(out, GeneratorConfig(devices=devices, minutes=minutes, seed=seed))
+        config = GeneratorConfig(devices=devices, minutes=minutes, seed=seed)
+        stats = generate_capture(out, config)
+        if truth is not None:
+            write_truth(truth, config)
         if not quiet:
             _stdout().print(f"wrote {out}: {stats.packets:,} packets, {stats.bytes:,} bytes")
 

@@ -39,6 +39,8 @@ from fieldward.decode.fragments import FragmentReassembler
 from fieldward.decode.l2l4 import decode_batch
 from fieldward.errors import FieldWardError
 from fieldward.events_out import EventWriter
+from fieldward.inventory import Inventory, InventoryBuilder, InventorySettings
+from fieldward.protocols.base import Event, events_of_table
 from fieldward.protocols.engine import ProtocolEngine, ProtocolSettings
 from fieldward.protocols.registry import Registry
 from fieldward.weird import WeirdLog
@@ -61,6 +63,9 @@ class AnalysisOptions:
     plugins: bool = True
     """Load third-party dissectors from entry points."""
     write_flows: bool = True
+    inventory: bool = True
+    """Build the device inventory (``devices.json``, ``communications.parquet``)."""
+    inventory_settings: InventorySettings = field(default_factory=InventorySettings)
 
 
 @dataclass
@@ -159,6 +164,7 @@ class AnalysisResult:
     events: dict[str, int]
     elapsed_s: float
     out_dir: Path | None
+    inventory: Inventory | None = None
 
     def summary(self) -> dict[str, object]:
         t = self.totals
@@ -184,6 +190,7 @@ class AnalysisResult:
             "link_types": dict(t.packets_by_linktype.most_common()),
             "weird": self.weird.summary(),
             "weird_total": self.weird.total,
+            "devices": len(self.inventory.devices) if self.inventory is not None else None,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -239,6 +246,34 @@ def iter_decoded(
                 yield whole, decode_batch(whole, weird), False
 
 
+class EventFanout:
+    """Hands every event to the event writer, and the ones the inventory reads to the inventory."""
+
+    def __init__(self, writer: EventWriter, inventory: InventoryBuilder | None) -> None:
+        self.writer = writer
+        self.inventory = inventory
+        self._wanted: dict[type[Event], bool] = {}
+
+    def _wants(self, event_type: type[Event]) -> bool:
+        wanted = self._wanted.get(event_type)
+        if wanted is None:
+            wanted = self._wanted[event_type] = self.inventory is not None and self.inventory.wants(
+                event_type.log
+            )
+        return wanted
+
+    def __call__(self, event: Event) -> None:
+        self.writer(event)
+        if self.inventory is not None and self._wants(type(event)):
+            self.inventory.observe_event(event)
+
+    def write_table(self, event_type: type[Event], table: pa.Table) -> None:
+        self.writer.write_table(event_type, table)
+        if self.inventory is not None and self._wants(event_type):
+            for event in events_of_table(event_type, table):
+                self.inventory.observe_event(event)
+
+
 GC_THRESHOLDS = (50_000, 20, 100)
 """Minimum garbage-collector thresholds during a run. Dissectors make millions of short-lived,
 acyclic objects (PDUs, events); with the default thresholds the collector would spend a large share of
@@ -283,14 +318,21 @@ def _analyze(
     sink = FlowSink(out_dir / "flows.parquet" if (out_dir is not None and options.write_flows) else None)
     events = EventWriter(out_dir / "events" if out_dir is not None else None)
     registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
-    engine = ProtocolEngine(registry, events, weird, options.protocols)
+    builder = InventoryBuilder(options.inventory_settings) if options.inventory else None
+    engine = ProtocolEngine(registry, EventFanout(events, builder), weird, options.protocols)
 
     def finished(table: pa.Table) -> None:
+        flow_ids = table.column("flow_id")
+        table = table.append_column("service", engine.services(flow_ids.to_numpy()))
         if table.num_rows:
-            engine.close_flows(table.column("flow_id").to_pylist())
+            engine.close_flows(flow_ids.to_pylist())
+        if builder is not None:
+            builder.observe_flows(table)
         sink.write(table)
 
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
+        if builder is not None:
+            builder.observe_batch(batch, decoded)
         assignment = flows.update(batch, decoded)
         engine.process(batch, decoded, assignment)
         if len(batch):
@@ -313,6 +355,9 @@ def _analyze(
     finally:
         sink.close()
         events.close()
+    inventory = builder.build() if builder is not None else None
+    if inventory is not None and out_dir is not None:
+        write_inventory(inventory, out_dir)
     result = AnalysisResult(
         captures=[str(c) for c in captures],
         totals=totals,
@@ -323,10 +368,17 @@ def _analyze(
         events=dict(events.counts),
         elapsed_s=time.perf_counter() - started,
         out_dir=out_dir,
+        inventory=inventory,
     )
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result
+
+
+def write_inventory(inventory: Inventory, out_dir: Path) -> None:
+    """``devices.json`` (devices with attributes and evidence) and ``communications.parquet``."""
+    (out_dir / "devices.json").write_text(json.dumps(inventory.to_json(), indent=1) + "\n")
+    pq.write_table(inventory.communications, out_dir / "communications.parquet", compression="zstd")
 
 
 __all__ = [

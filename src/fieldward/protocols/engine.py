@@ -298,6 +298,19 @@ class ProtocolEngine:
         self._feed_udp(batch, decoded, assignment, payload)
         self._feed_tcp(batch, decoded, assignment)
 
+    def services(self, flow_ids: npt.NDArray[np.int64]) -> pa.Array:
+        """The protocol each flow was recognised as (dissector name), null where none was.
+
+        Vectorized over the flows of a finished-flows table; the flows.parquet ``service`` column.
+        """
+        ids = np.asarray(flow_ids, dtype=np.int64)
+        known = (ids >= 0) & (ids < self._flow_proto.shape[0])
+        index = np.full(ids.shape[0], NONE, dtype=np.int16)
+        index[known] = self._flow_proto[ids[known]]
+        names = pa.array([cls.name for cls in self._dissectors] + [None], type=pa.string())
+        slot = np.where(index >= 0, index, len(self._dissectors)).astype(np.int32)
+        return names.take(pa.array(slot))
+
     def close_flows(self, flow_ids: Iterable[int]) -> None:
         """Flows the flow table finished: deliver what is left and let dissectors close."""
         for flow in flow_ids:
