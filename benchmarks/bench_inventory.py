@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import subprocess
 import sys
 import tempfile
@@ -108,59 +107,127 @@ def accuracy(devices: int, minutes: float, seed: int) -> None:
     print("targets: precision and recall >= 0.95 for vendor and device_type")
 
 
-def build_scale_capture(path: Path, devices: int) -> None:
-    """N devices on one /8, each announcing itself, asking DHCP and answering a Modbus master."""
+def build_scale_capture(path: Path, devices: int, polls: int = 60) -> None:
+    """N devices on a /8, as a sensor on a large site sees them over about a minute: each announces
+    itself (ARP), asks DHCP for its lease (host name, vendor class), and is polled by a Modbus
+    master once a second over one TCP session (handshake, device identification, ``polls`` register
+    reads, close): about ``2 * polls + 10`` packets per device.
+
+    Vectorized: every packet of the conversation is built once per vendor group from the generator's
+    encoders, then stamped with each device's MAC, address and names by numpy column assignment.
+    """
+    import numpy as np
+
+    from fieldward.capture.batch import PacketBatch
     from fieldward.capture.writer import PcapWriter
     from fieldward.generator import protocols as p
-    from fieldward.generator.build import ACK, PSH, SYN, Link, Stack, tcp_frame, udp_frame
+    from fieldward.generator.build import ACK, FIN, PSH, SYN, Link, Stack, tcp_frame, udp_frame
 
     stack = Stack(ttl=64, syn_window=5840, window_scale=None, window_bytes=5840)
     master_mac, master_ip = bytes.fromhex("3cd92b000001"), bytes([10, 255, 255, 1])
-    ouis = ("001d9c", "0080f4", "0090e8", "002459", "286336")
-    vendors = ("Rockwell Automation", "Schneider Electric", "Moxa", "ABB", "Siemens")
-    start = 1_767_225_600 * 10**9
+    groups = (
+        ("001d9c", "Rockwell Automation"),
+        ("0080f4", "Schneider Electric"),
+        ("0090e8", "Moxa"),
+        ("002459", "ABB"),
+        ("286336", "Siemens"),
+    )
+    sport = 40000
+    index = np.arange(devices, dtype=np.int64)
+    subnet, host = np.divmod(index, 254)
+    ips = np.stack([np.full(devices, 10), (subnet >> 8) & 0xFF, subnet & 0xFF, host + 1], axis=1).astype(
+        np.uint8
+    )
+    serial = index + 1
+    low = np.stack([(serial >> 16) & 0xFF, (serial >> 8) & 0xFF, serial & 0xFF], axis=1).astype(np.uint8)
+    names = np.array([list(f"{i:05d}".encode()) for i in range(devices)], dtype=np.uint8)
+    product = (np.frombuffer(b"0", dtype=np.uint8)[0] + index % 7).astype(np.uint8)
+
+    def conversation(oui: str, vendor: str) -> list[tuple[float, str, bytes]]:
+        """(time offset s, sender 'd'evice/'m'aster/'b'roadcast from device, frame) for device 0."""
+        mac, ip = bytes.fromhex(oui) + b"\0\0\0", bytes([10, 0, 0, 1])
+        arp = (b"\xff" * 6 + mac + bytes.fromhex("08060001080006040002") + mac + ip + mac + ip).ljust(
+            60, b"\x00"
+        )
+        options = [(53, b"\x03"), (12, b"field-00000"), (60, b"udhcp 1.20.2"), (55, b"\x01\x03\x06\x0c")]
+        bootp = p.dhcp_message(1, 7, mac, options, ciaddr=ip)
+        there, back = Link(master_mac, mac, master_ip, ip, stack), Link(mac, master_mac, ip, master_ip, stack)
+        request = p.modbus_adu(1, 1, p.modbus_device_id_request())
+        answer = p.modbus_adu(1, 1, p.modbus_device_id_response([vendor, "P0", "V1.0"]))
+        c, s_ = 101, 901
+        out: list[tuple[float, str, bytes]] = [
+            (0.0, "b", arp),
+            (0.5, "b", udp_frame(Link(mac, b"\xff" * 6, ip, b"\xff" * 4, stack), 68, 67, bootp)),
+            (1.0, "m", tcp_frame(there, sport, 502, 100, 0, SYN, 5840, options=stack.syn_options())),
+            (1.001, "d", tcp_frame(back, 502, sport, 900, c, SYN | ACK, 5840, options=stack.syn_options())),
+            (1.002, "m", tcp_frame(there, sport, 502, c, s_, ACK, 5840)),
+            (1.5, "m", tcp_frame(there, sport, 502, c, s_, PSH | ACK, 5840, request)),
+            (1.501, "d", tcp_frame(back, 502, sport, s_, c + len(request), PSH | ACK, 5840, answer)),
+        ]
+        c, s_ = c + len(request), s_ + len(answer)
+        for j in range(polls):
+            read = p.modbus_adu(2 + j, 1, p.modbus_read_request(3, 0, 10))
+            values = p.modbus_adu(2 + j, 1, p.modbus_read_response(3, [j] * 10))
+            out.append((2.0 + j, "m", tcp_frame(there, sport, 502, c, s_, PSH | ACK, 5840, read)))
+            out.append(
+                (2.001 + j, "d", tcp_frame(back, 502, sport, s_, c + len(read), PSH | ACK, 5840, values))
+            )
+            c, s_ = c + len(read), s_ + len(values)
+        end = 2.0 + polls
+        out += [
+            (end, "m", tcp_frame(there, sport, 502, c, s_, FIN | ACK, 5840)),
+            (end + 0.001, "d", tcp_frame(back, 502, sport, s_, c + 1, FIN | ACK, 5840)),
+            (end + 0.002, "m", tcp_frame(there, sport, 502, c + 1, s_ + 1, ACK, 5840)),
+        ]
+        return out
+
+    def stamp(frame: bytes, kind: str, rows: np.ndarray, oui: bytes) -> np.ndarray:
+        block = np.tile(np.frombuffer(frame, dtype=np.uint8), (rows.shape[0], 1))
+        macs = np.concatenate(
+            [np.tile(np.frombuffer(oui, dtype=np.uint8), (rows.shape[0], 1)), low[rows]], axis=1
+        )
+        if kind == "m":
+            block[:, 0:6], block[:, 30:34] = macs, ips[rows]
+            return block
+        block[:, 6:12] = macs
+        if frame[12:14] == b"\x08\x06":  # ARP: sender and target hardware and protocol addresses
+            block[:, 22:28], block[:, 28:32] = macs, ips[rows]
+            block[:, 32:38], block[:, 38:42] = macs, ips[rows]
+            return block
+        block[:, 26:30] = ips[rows]
+        at = frame.find(b"field-00000")
+        if at >= 0:  # DHCP: chaddr, ciaddr and the host name
+            block[:, 70:76], block[:, 54:58], block[:, at + 6 : at + 11] = macs, ips[rows], names[rows]
+        at = frame.find(b"\x02P0")
+        if at >= 0:  # device identification: the product code's digit
+            block[:, at + 2] = product[rows]
+        return block
+
+    members = [index[g :: len(groups)] for g in range(len(groups))]
+    plans = [conversation(oui, vendor) for oui, vendor in groups]
+    start_ns = 1_767_225_600 * 10**9
     tmp = path.with_suffix(".tmp")
     with PcapWriter(tmp) as writer:
-        for i in range(devices):
-            ts = start + i * 2_000_000
-            mac = bytes.fromhex(ouis[i % len(ouis)]) + (i + 1).to_bytes(3, "big")
-            ip = bytes([10, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF or 1])
-            arp = (
-                b"\xff" * 6
-                + mac
-                + struct.pack(">HHHBBH", 0x0806, 1, 0x0800, 6, 4, 1)
-                + mac
-                + ip
-                + bytes(6)
-                + ip
-            ).ljust(60, b"\x00")
-            writer.write(arp, ts)
-            options = [
-                (53, b"\x03"),
-                (12, f"field-{i:05d}".encode()),
-                (60, b"udhcp 1.20.2"),
-                (55, b"\x01\x03\x06\x0c"),
-            ]
-            bootp = p.dhcp_message(1, i, mac, options, ciaddr=ip)
-            writer.write(udp_frame(Link(mac, b"\xff" * 6, ip, b"\xff" * 4, stack), 68, 67, bootp), ts + 1000)
-            there = Link(master_mac, mac, master_ip, ip, stack)
-            back = Link(mac, master_mac, ip, master_ip, stack)
-            sport = 40000 + i % 20000
-            request = p.modbus_adu(1, 1, p.modbus_device_id_request())
-            answer = p.modbus_adu(
-                1, 1, p.modbus_device_id_response([vendors[i % len(vendors)], f"P{i % 7}", "V1.0"])
+        for step in range(len(plans[0])):
+            blocks, lengths = [], []
+            for (oui, _vendor), plan, rows in zip(groups, plans, members, strict=True):
+                _offset, kind, frame = plan[step]
+                blocks.append(stamp(frame, kind, rows, bytes.fromhex(oui)).ravel())
+                lengths.append(np.full(rows.shape[0], len(frame), dtype=np.int64))
+            size = np.concatenate(lengths)
+            offsets = np.concatenate([[0], np.cumsum(size)[:-1]]).astype(np.int64)
+            base = start_ns + int(plans[0][step][0] * 1e9)
+            ts = base + np.arange(size.shape[0], dtype=np.int64) * 5_000
+            batch = PacketBatch(
+                buffer=np.concatenate(blocks),
+                offsets=offsets,
+                caplen=size.astype(np.uint32),
+                origlen=size.astype(np.uint32),
+                ts_ns=ts,
+                interface=np.zeros(size.shape[0], dtype=np.uint16),
+                linktype=np.ones(size.shape[0], dtype=np.uint16),
             )
-            writer.write(
-                tcp_frame(there, sport, 502, 100, 0, SYN, 5840, options=stack.syn_options()), ts + 2000
-            )
-            writer.write(
-                tcp_frame(back, 502, sport, 900, 101, SYN | ACK, 5840, options=stack.syn_options()), ts + 3000
-            )
-            writer.write(tcp_frame(there, sport, 502, 101, 901, ACK, 5840), ts + 4000)
-            writer.write(tcp_frame(there, sport, 502, 101, 901, PSH | ACK, 5840, request), ts + 5000)
-            writer.write(
-                tcp_frame(back, 502, sport, 901, 101 + len(request), PSH | ACK, 5840, answer), ts + 6000
-            )
+            writer.write_batch(batch)
     tmp.replace(path)
 
 
@@ -170,6 +237,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=int, default=0, help="also measure a capture with this many devices")
+    parser.add_argument(
+        "--polls", type=int, default=60, help="Modbus polls per device in the --scale capture"
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--inventory", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS
@@ -180,11 +250,11 @@ def main() -> None:
         return
     accuracy(args.devices, args.minutes, args.seed)
     if args.scale:
-        capture = DATA / f"inventory-scale-{args.scale}.pcap"
+        capture = DATA / f"inventory-scale-{args.scale}-p{args.polls}.pcap"
         if not capture.exists():
             print(f"\nbuilding {capture} ...", flush=True)
             capture.parent.mkdir(parents=True, exist_ok=True)
-            build_scale_capture(capture, args.scale)
+            build_scale_capture(capture, args.scale, args.polls)
         _without, run = _cost(capture)
         print(f"devices found: {run['n']:,} of {args.scale:,} (plus the Modbus master)")
 

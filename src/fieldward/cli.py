@@ -169,17 +169,26 @@ def _print_summary(console: Console, summary: dict[str, object], out: Path) -> N
 
 
 INVENTORY_ROWS_SHOWN = 40
+_BACKGROUND_PROTOCOLS = frozenset({"dns", "ntp", "dhcp", "arp", "ssdp", "mdns"})
+
+
+def _role_rank(role: dict[str, Any]) -> tuple[bool, bool, str, str]:
+    """Industrial and application roles before network background, servers before clients."""
+    background = role["protocol"] in _BACKGROUND_PROTOCOLS
+    client = role["role"] in ("client", "master")
+    return (background, client, role["protocol"], role["role"])
 
 
 def _print_devices(console: Console, devices: list[dict[str, Any]], limit: int | None = None) -> None:
     """The inventory as a table: one row per device, most important columns first."""
     shown = devices if limit is None else devices[:limit]
-    table = Table(title=f"Device inventory ({len(devices):,} devices)", title_justify="left")
+    noun = "device" if len(devices) == 1 else "devices"
+    table = Table(title=f"Device inventory ({len(devices):,} {noun})", title_justify="left")
     for column in ("level", "type", "IP", "MAC", "vendor", "model", "firmware", "hostname", "roles"):
         table.add_column(column, overflow="fold")
     for device in shown:
         level = device.get("purdue_level")
-        roles = sorted({f"{r['protocol']} {r['role']}" for r in device.get("roles", ())})
+        roles = [f"{r['protocol']} {r['role']}" for r in sorted(device.get("roles", ()), key=_role_rank)]
         table.add_row(
             "-" if level is None else str(level),
             str(device.get("device_type") or "unknown"),

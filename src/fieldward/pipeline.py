@@ -318,7 +318,7 @@ def _analyze(
     sink = FlowSink(out_dir / "flows.parquet" if (out_dir is not None and options.write_flows) else None)
     events = EventWriter(out_dir / "events" if out_dir is not None else None)
     registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
-    builder = InventoryBuilder(options.inventory_settings) if options.inventory else None
+    builder = InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
     engine = ProtocolEngine(registry, EventFanout(events, builder), weird, options.protocols)
 
     def finished(table: pa.Table) -> None:
@@ -357,7 +357,7 @@ def _analyze(
         events.close()
     inventory = builder.build() if builder is not None else None
     if inventory is not None and out_dir is not None:
-        write_inventory(inventory, out_dir)
+        inventory.write(out_dir)
     result = AnalysisResult(
         captures=[str(c) for c in captures],
         totals=totals,
@@ -373,12 +373,6 @@ def _analyze(
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result
-
-
-def write_inventory(inventory: Inventory, out_dir: Path) -> None:
-    """``devices.json`` (devices with attributes and evidence) and ``communications.parquet``."""
-    (out_dir / "devices.json").write_text(json.dumps(inventory.to_json(), indent=1) + "\n")
-    pq.write_table(inventory.communications, out_dir / "communications.parquet", compression="zstd")
 
 
 __all__ = [

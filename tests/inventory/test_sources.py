@@ -410,3 +410,23 @@ def test_hosts_behind_a_router_are_keyed_by_ip(tmp_path: Path) -> None:
         assert any(r["protocol"] == "modbus" and r["role"] == "master" for r in host["roles"])
     plc = device_for_ip(devices, local[1])
     assert {"protocol": "modbus", "role": "slave", "peers": 6} in plc["roles"]
+
+
+def test_a_device_that_changes_address_stays_one_device(tmp_path: Path) -> None:
+    """DHCP gives a sensor a new lease: one device (its MAC), both addresses in its history, in order."""
+    sensor_mac = "74:fe:48:0a:0b:0c"
+    broker = ("00:90:e8:00:00:09", "10.20.0.10")
+    packets: list[Any] = []
+    for address, cport in (("10.20.0.31", 50700), ("10.20.0.32", 50701)):
+        packets += tcp_session(
+            (sensor_mac, address), broker, 1883, [(True, mqtt_connect(b"ft-9"))], cport=cport
+        )
+    devices = inventory_of(tmp_path, packets)
+    sensor = device_for_mac(devices, sensor_mac)
+    assert sensor["ips"] == ["10.20.0.31", "10.20.0.32"]
+    history = sensor["address_history"]
+    assert [h["ip"] for h in history] == ["10.20.0.31", "10.20.0.32"]
+    assert history[0]["last_seen"] < history[1]["first_seen"]
+    assert sum(1 for d in devices if "10.20.0.32" in d["ips"]) == 1
+    broker_device = device_for_ip(devices, broker[1])
+    assert {"protocol": "mqtt", "role": "server", "peers": 1} in broker_device["roles"]

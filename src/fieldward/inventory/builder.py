@@ -14,16 +14,19 @@ fingerprint rules, and infers type and Purdue level. Nothing here touches a pack
 from __future__ import annotations
 
 import ipaddress
-import statistics
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fieldward.capture.batch import PacketBatch
 from fieldward.decode.columns import DecodedBatch
@@ -32,6 +35,9 @@ from fieldward.inventory.hosts import HostObserver, mac_text
 from fieldward.inventory.model import Attribute, Device, DeviceType, Evidence, Role, Service
 from fieldward.inventory.oui import OuiRegistry
 from fieldward.inventory.sources import SOURCES, Target
+from fieldward.weird import WeirdLog
+
+logger = logging.getLogger(__name__)
 
 OT_PROTOCOLS = frozenset(
     {"modbus", "s7comm", "s7comm_plus", "enip", "dnp3", "bacnet", "opcua", "profinet_dcp"}
@@ -95,26 +101,46 @@ class Inventory:
     def by_id(self) -> dict[str, Device]:
         return {d.id: d for d in self.devices}
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         kinds = Counter(str(d.value("device_type") or DeviceType.UNKNOWN) for d in self.devices)
         levels = Counter(str(d.value("purdue_level")) for d in self.devices)
         return {
-            "devices": [d.to_json() for d in self.devices],
-            "summary": {
-                "devices": len(self.devices),
-                "local": sum(1 for d in self.devices if d.local),
-                "by_type": dict(kinds.most_common()),
-                "by_purdue_level": dict(sorted(levels.items())),
-                "communications": self.communications.num_rows,
-            },
+            "devices": len(self.devices),
+            "local": sum(1 for d in self.devices if d.local),
+            "by_type": dict(kinds.most_common()),
+            "by_purdue_level": dict(sorted(levels.items())),
+            "communications": self.communications.num_rows,
+            "unattributed_evidence": self.unattributed_events,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "devices": [d.to_json() for d in self.devices]}
+
+    def write(self, out_dir: Path) -> None:
+        """``devices.json`` (streamed: one device per line, so memory stays flat) and
+        ``communications.parquet``."""
+        with (out_dir / "devices.json").open("wb") as handle:
+            handle.write(b'{"summary": ' + orjson.dumps(self.summary()) + b',\n"devices": [\n')
+            for index, device in enumerate(self.devices):
+                if index:
+                    handle.write(b",\n")
+                handle.write(orjson.dumps(device.to_json()))
+            handle.write(b"\n]}\n")
+        pq.write_table(self.communications, out_dir / "communications.parquet", compression="zstd")
 
 
 class InventoryBuilder:
     """Collects evidence during a run; :meth:`build` returns the :class:`Inventory`."""
 
-    def __init__(self, settings: InventorySettings | None = None, fingerprints: Fingerprints | None = None):
+    def __init__(
+        self,
+        settings: InventorySettings | None = None,
+        fingerprints: Fingerprints | None = None,
+        weird: WeirdLog | None = None,
+    ):
         self.settings = settings or InventorySettings()
+        self.weird = weird if weird is not None else WeirdLog()
+        self._failing_sources: set[str] = set()
         self.fingerprints = fingerprints or Fingerprints.load(self.settings.fingerprint_files)
         self.hosts = HostObserver()
         self.oui = OuiRegistry()
@@ -170,7 +196,13 @@ class InventoryBuilder:
         if function is not None:
             self.events_seen += 1
             self._event_ts = int(event.ts)
-            function(event, self)
+            try:
+                function(event, self)
+            except Exception as exc:  # a source bug or an odd field must not stop the run
+                self.weird.report("inventory_source_error", "inventory", f"{event.log}: {type(exc).__name__}")
+                if event.log not in self._failing_sources:
+                    self._failing_sources.add(event.log)
+                    logger.info("inventory source %s raised %s: %s", event.log, type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ Observations protocol
 
@@ -350,6 +382,7 @@ class InventoryBuilder:
                 continue
             for name, attribute in record.attributes.items():
                 target = device.attribute(name)
+                target.changed()
                 for value, candidate in attribute.candidates.items():
                     merged = target.candidates.get(value)
                     if merged is None:
@@ -358,6 +391,7 @@ class InventoryBuilder:
                     merged.count += candidate.count
                     for source, confidence in candidate.sources.items():
                         merged.sources[source] = max(confidence, merged.sources.get(source, 0.0))
+                    merged.rescore()
                     room = merged.MAX_EVIDENCE - len(merged.evidence)
                     merged.evidence.extend(candidate.evidence[: max(room, 0)])
             for name, values in record.facts.items():
@@ -426,50 +460,88 @@ class InventoryBuilder:
     def _apply_edges(
         self, edges: pa.Table, devices: dict[str, Device], owner: dict[str, list[tuple[str, int, int, int]]]
     ) -> None:
-        rows = edges.to_pylist()
-        role_peers: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-        service_clients: dict[tuple[str, str, int, str | None], set[str]] = defaultdict(set)
-        poll_rates: dict[str, list[float]] = defaultdict(list)
-        for row in rows:
-            client_id = self._device_of(devices, owner, row["client"], row["client_mac"])
-            server_id = self._device_of(devices, owner, row["server"], row["server_mac"])
-            service = row["service"]
-            answered = row["answered"] > 0
-            client = devices.get(client_id) if client_id else None
-            server = devices.get(server_id) if server_id else None
-            port, transport = row["port"], row["transport"]
-            if service:
-                client_role, server_role = ROLE_NAMES.get(service, ("client", "server"))
-                if client is not None:
-                    client.protocols.add(service)
-                    role_peers[(client.id, service, client_role)].add(server_id or row["server"])
-                if server is not None and answered:
-                    server.protocols.add(service)
-                    role_peers[(server.id, service, server_role)].add(client_id or row["client"])
-                if (
-                    client is not None
-                    and service in OT_POLLING
-                    and transport == "tcp"
-                    and row["duration"] > 0
-                ):
-                    poll_rates[client.id].append(row["src_packets"] / row["duration"])
-            if transport in ("tcp", "udp") and answered and port:
-                if server is not None and (port < 49152 or service):
-                    service_clients[(server.id, transport, port, service)].add(client_id or row["client"])
-                    server.add_fact("serves", f"{transport}/{port}")
-                if client is not None and port < 49152:
-                    client.add_fact("uses", f"{transport}/{port}")
-        for (device_id, protocol, role), peers in sorted(role_peers.items()):
-            device = devices[device_id]
-            device.roles.append(Role(protocol, role, len(peers)))
-            device.add_fact("role", f"{protocol}/{role}")
-        for (device_id, transport, port, service), clients in sorted(
-            service_clients.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] or "")
+        """Roles, services, ports used and polling behaviour, grouped with Arrow over all edges."""
+        if edges.num_rows == 0:
+            return
+        clients = [
+            self._device_of(devices, owner, ip, mac) or f"ip:{ip}"
+            for ip, mac in zip(edges["client"].to_pylist(), edges["client_mac"].to_pylist(), strict=True)
+        ]
+        servers = [
+            self._device_of(devices, owner, ip, mac) or f"ip:{ip}"
+            for ip, mac in zip(edges["server"].to_pylist(), edges["server_mac"].to_pylist(), strict=True)
+        ]
+        table = edges.append_column("client_dev", pa.array(clients, pa.string())).append_column(
+            "server_dev", pa.array(servers, pa.string())
+        )
+        answered = pc.greater(table["answered"], 0)
+        has_service = pc.is_valid(table["service"])
+        l4 = pc.is_in(table["transport"], pa.array(["tcp", "udp"]))
+        fixed = pc.less(table["port"], 49152)
+
+        def grouped(mask: pa.Array, keys: list[str], distinct: str) -> list[dict[str, Any]]:
+            chosen = table.filter(mask)
+            if chosen.num_rows == 0:
+                return []
+            out = chosen.group_by(keys, use_threads=False).aggregate([(distinct, "count_distinct")])
+            rows: list[dict[str, Any]] = out.to_pylist()
+            return rows
+
+        roles: list[tuple[str, str, str, int]] = []
+        for row in grouped(has_service, ["client_dev", "service"], "server_dev"):
+            name = ROLE_NAMES.get(row["service"], ("client", "server"))[0]
+            roles.append((row["client_dev"], row["service"], name, row["server_dev_count_distinct"]))
+        for row in grouped(pc.and_(has_service, answered), ["server_dev", "service"], "client_dev"):
+            name = ROLE_NAMES.get(row["service"], ("client", "server"))[1]
+            roles.append((row["server_dev"], row["service"], name, row["client_dev_count_distinct"]))
+        for device_id, protocol, role, peers in sorted(roles):
+            device = devices.get(device_id)
+            if device is not None:
+                device.protocols.add(protocol)
+                device.roles.append(Role(protocol, role, peers))
+                device.add_fact("role", f"{protocol}/{role}")
+
+        served = pc.and_(
+            pc.and_(l4, answered), pc.and_(pc.greater(table["port"], 0), pc.or_(fixed, has_service))
+        )
+        services = grouped(served, ["server_dev", "transport", "port", "service"], "client_dev")
+        for row in sorted(
+            services, key=lambda r: (r["server_dev"], r["transport"], r["port"], r["service"] or "")
         ):
-            devices[device_id].services.append(Service(transport, port, service, len(clients)))
-        for device_id, rates in poll_rates.items():
-            fast = statistics.median(rates) >= self.settings.fast_poll_pkts_per_s
-            devices[device_id].add_fact("behaviour", "ot-polling-fast" if fast else "ot-polling-slow")
+            device = devices.get(row["server_dev"])
+            if device is not None:
+                device.services.append(
+                    Service(row["transport"], row["port"], row["service"], row["client_dev_count_distinct"])
+                )
+                device.add_fact("serves", f"{row['transport']}/{row['port']}")
+        used = pc.and_(pc.and_(l4, answered), pc.and_(pc.greater(table["port"], 0), fixed))
+        for row in grouped(used, ["client_dev", "transport", "port"], "server_dev"):
+            device = devices.get(row["client_dev"])
+            if device is not None:
+                device.add_fact("uses", f"{row['transport']}/{row['port']}")
+
+        polling = pc.and_(
+            pc.and_(
+                pc.is_in(table["service"], pa.array(sorted(OT_POLLING))), pc.equal(table["transport"], "tcp")
+            ),
+            pc.greater_equal(table["duration"], MIN_POLL_SECONDS),
+        )
+        polls = table.filter(pc.fill_null(polling, False))
+        if polls.num_rows:
+            rate = pc.divide(pc.cast(polls["src_packets"], pa.float64()), polls["duration"])
+            medians = (
+                pa.table({"client_dev": polls["client_dev"], "rate": rate})
+                .group_by("client_dev", use_threads=False)
+                .aggregate([("rate", "approximate_median")])
+            )
+            threshold = self.settings.fast_poll_pkts_per_s
+            for device_id, median in zip(
+                medians["client_dev"].to_pylist(), medians["rate_approximate_median"].to_pylist(), strict=True
+            ):
+                device = devices.get(device_id)
+                if device is not None and median is not None:
+                    fast = median >= threshold
+                    device.add_fact("behaviour", "ot-polling-fast" if fast else "ot-polling-slow")
 
     def _identify(self, device: Device) -> None:
         """OUI vendor, TCP/IP stack facts, then the fingerprint rules in two rounds."""
@@ -491,12 +563,7 @@ class InventoryBuilder:
                     best = attribute.best
                     if best is not None:
                         device.facts[f"attr.{name}"] = {str(best.value)}
-            for rule in self.fingerprints.rules:
-                if rule.second_round != second_round:
-                    continue
-                proposed = rule.apply(device.facts)
-                if proposed is None:
-                    continue
+            for rule, proposed in self.fingerprints.evaluate(device.facts, second_round):
                 for name, value in proposed.items():
                     if name == "vendor":
                         value = self.fingerprints.vendor(value)
@@ -581,6 +648,7 @@ def _device_order(device: Device) -> tuple[int, str, str]:
     )
 
 
+@lru_cache(maxsize=1 << 17)
 def _ip_sort_key(ip: str) -> tuple[int, int]:
     try:
         address = ipaddress.ip_address(ip)

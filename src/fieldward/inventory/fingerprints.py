@@ -24,8 +24,9 @@ other rules and protocol evidence; rules that read them run in a second round, a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -111,25 +112,45 @@ class Rule:
     set: tuple[tuple[str, str], ...]
     confidence: float
     origin: str
+    required: frozenset[str] = frozenset()
+    """The facts ``match`` names: a device lacking one cannot match (checked first, cheaply)."""
+    second_round: bool = False
+    """The rule reads ``attr.*`` facts: it runs after every other rule."""
 
-    @property
-    def second_round(self) -> bool:
-        return any(fact.startswith("attr.") for fact, _ in self.match + self.unless)
+    def reads(self, facts: frozenset[str]) -> bool:
+        return any(fact in facts for fact, _ in self.match + self.unless)
 
-    def apply(self, facts: Mapping[str, Iterable[str]]) -> dict[str, str] | None:
+    @classmethod
+    def compile(cls, spec: RuleSpec, origin: str) -> Rule:
+        match, unless = _compile(spec.match), _compile(spec.unless)
+        return cls(
+            name=spec.name,
+            match=match,
+            unless=unless,
+            set=tuple(spec.set.items()),
+            confidence=spec.confidence,
+            origin=origin,
+            required=frozenset(spec.match),
+            second_round=any(fact.startswith("attr.") for fact, _ in match + unless),
+        )
+
+    def apply(self, facts: Mapping[str, Collection[str]]) -> dict[str, str] | None:
         """The attribute values this rule proposes for a device with ``facts``, or None."""
+        if not self.required <= facts.keys():
+            return None
         groups: dict[str, str] = {}
         for fact, pattern in self.match:
-            found = None
-            for value in sorted(facts.get(fact, ())):
-                found = pattern.search(value)
+            found: dict[str, str] | None = None
+            values = facts.get(fact, ())
+            for value in sorted(values) if len(values) > 1 else values:
+                found = _search(pattern, value)
                 if found is not None:
                     break
             if found is None:
                 return None
-            groups.update({k: v for k, v in found.groupdict().items() if v is not None})
+            groups.update(found)
         for fact, pattern in self.unless:
-            if any(pattern.search(value) for value in facts.get(fact, ())):
+            if any(_search(pattern, value) is not None for value in facts.get(fact, ())):
                 return None
         out: dict[str, str] = {}
         for name, template in self.set:
@@ -140,6 +161,16 @@ class Rule:
             if value:
                 out[name] = value
         return out or None
+
+
+@lru_cache(maxsize=1 << 18)
+def _search(pattern: re.Pattern[str], value: str) -> dict[str, str] | None:
+    """Named groups of ``pattern``'s first match in ``value`` (None: no match). Cached: thousands of
+    devices share the same fact values (``modbus/slave``, a DHCP vendor class)."""
+    found = pattern.search(value)
+    if found is None:
+        return None
+    return {k: v for k, v in found.groupdict().items() if v is not None}
 
 
 def _compile(spec: dict[str, str]) -> tuple[tuple[str, re.Pattern[str]], ...]:
@@ -160,6 +191,60 @@ class Fingerprints:
     rules: list[Rule]
     vendors: list[tuple[str, tuple[re.Pattern[str], ...]]]
     levels: dict[str, int]
+    _vendor_cache: dict[str, str] = field(default_factory=dict, repr=False)
+    _verdicts: dict[object, list[tuple[Rule, dict[str, str]]]] = field(default_factory=dict, repr=False)
+
+    UNIQUE_FACTS = frozenset({"hostname"})
+    """Facts whose values differ from device to device: rules reading them are never cached."""
+    MAX_CACHED = 1 << 16
+
+    def evaluate(
+        self, facts: Mapping[str, Collection[str]], second_round: bool
+    ) -> list[tuple[Rule, dict[str, str]]]:
+        """Every rule of the round that fires on ``facts``, with what it proposes.
+
+        Thousands of devices share the same facts but for their names: the verdicts of the rules that
+        do not read a unique fact are cached by the device's other facts (the rule set's view of it).
+        """
+        relevant = self._relevant_facts()
+        signature = (
+            second_round,
+            frozenset((name, frozenset(values)) for name, values in facts.items() if name in relevant),
+        )
+        shared = self._verdicts.get(signature)
+        cacheable, uncached = self._partition()[second_round]
+        if shared is None:
+            if len(self._verdicts) >= self.MAX_CACHED:
+                self._verdicts.clear()
+            shared = self._verdicts[signature] = [
+                (rule, proposed) for rule in cacheable if (proposed := rule.apply(facts)) is not None
+            ]
+        own = [(rule, proposed) for rule in uncached if (proposed := rule.apply(facts)) is not None]
+        return shared + own if own else shared
+
+    def _partition(self) -> dict[bool, tuple[list[Rule], list[Rule]]]:
+        """Per round: the rules whose verdict can be cached, and those reading unique facts."""
+        known = self.__dict__.get("_partitioned")
+        if known is None:
+            known = {
+                round_: (
+                    [r for r in self.rules if r.second_round == round_ and not r.reads(self.UNIQUE_FACTS)],
+                    [r for r in self.rules if r.second_round == round_ and r.reads(self.UNIQUE_FACTS)],
+                )
+                for round_ in (False, True)
+            }
+            self.__dict__["_partitioned"] = known
+        return known
+
+    def _relevant_facts(self) -> frozenset[str]:
+        known = self.__dict__.get("_relevant")
+        if known is None:
+            known = (
+                frozenset(fact for rule in self.rules for fact, _ in rule.match + rule.unless)
+                - self.UNIQUE_FACTS
+            )
+            self.__dict__["_relevant"] = known
+        return known
 
     @classmethod
     def load(cls, extra: Iterable[Path] = ()) -> Fingerprints:
@@ -180,17 +265,7 @@ class Fingerprints:
         for origin, text in files:
             parsed = parse_file(origin, text)
             user = not origin.startswith("builtin:")
-            for spec in parsed.rules:
-                rules.append(
-                    Rule(
-                        name=spec.name,
-                        match=_compile(spec.match),
-                        unless=_compile(spec.unless),
-                        set=tuple(spec.set.items()),
-                        confidence=spec.confidence,
-                        origin=origin,
-                    )
-                )
+            rules.extend(Rule.compile(spec, origin) for spec in parsed.rules)
             entries = [(v.name, tuple(re.compile(p, re.IGNORECASE) for p in v.match)) for v in parsed.vendors]
             vendors = entries + vendors if user else vendors + entries
             levels.update(parsed.levels)
@@ -198,6 +273,12 @@ class Fingerprints:
 
     def vendor(self, raw: str) -> str:
         """The canonical vendor name of a raw registry or device spelling."""
+        known = self._vendor_cache.get(raw)
+        if known is None:
+            known = self._vendor_cache[raw] = self._canonical(raw)
+        return known
+
+    def _canonical(self, raw: str) -> str:
         text = " ".join(raw.split())
         for name, patterns in self.vendors:
             if any(p.search(text) for p in patterns):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -76,6 +77,7 @@ def ip_text(raw: bytes, version: int) -> str:
     return str(ipaddress.IPv4Address(raw[12:])) if version == 4 else str(ipaddress.IPv6Address(raw))
 
 
+@lru_cache(maxsize=1 << 17)
 def mac_text(value: int) -> str:
     return ":".join(f"{b:02x}" for b in int(value).to_bytes(6, "big"))
 
@@ -127,6 +129,8 @@ class HostObserver:
         spans = self.senders.get(ip)
         if not spans:
             return ""
+        if len(spans) == 1:
+            return next(iter(spans))
         covering = [(first, mac) for mac, (first, last) in spans.items() if first <= ts <= last]
         if covering:
             return max(covering)[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -83,23 +84,24 @@ class Candidate:
     """Highest confidence per distinct source: several independent sources raise the confidence."""
     count: int = 0
     evidence: list[Evidence] = field(default_factory=list)
+    confidence: float = 0.0
+    """Independent sources combine as a noisy-or: 1 - prod(1 - c), capped below certainty."""
 
-    MAX_EVIDENCE = 5
+    MAX_EVIDENCE = 3
 
     def support(self, confidence: float, evidence: Evidence) -> None:
         self.count += 1
         if confidence > self.sources.get(evidence.source, 0.0):
             self.sources[evidence.source] = confidence
+            self.rescore()
         if len(self.evidence) < self.MAX_EVIDENCE:
             self.evidence.append(evidence)
 
-    @property
-    def confidence(self) -> float:
-        """Independent sources combine as a noisy-or: 1 - prod(1 - c), capped below certainty."""
+    def rescore(self) -> None:
         doubt = 1.0
         for value in self.sources.values():
             doubt *= 1.0 - value
-        return round(min(0.99, 1.0 - doubt), 3)
+        self.confidence = round(min(0.99, 1.0 - doubt), 3)
 
 
 @dataclass(slots=True)
@@ -107,18 +109,30 @@ class Attribute:
     """Every candidate value of one attribute of one device; ``best`` is the one reported."""
 
     candidates: dict[str | int, Candidate] = field(default_factory=dict)
+    _best: Candidate | None = None
+    _stale: bool = False
 
     def propose(self, value: str | int, confidence: float, evidence: Evidence) -> None:
         candidate = self.candidates.get(value)
         if candidate is None:
             candidate = self.candidates[value] = Candidate(value)
         candidate.support(confidence, evidence)
+        self._stale = True
+
+    def changed(self) -> None:
+        """Candidates were edited directly (merged): recompute ``best`` when next asked."""
+        self._stale = True
 
     @property
     def best(self) -> Candidate | None:
-        if not self.candidates:
-            return None
-        return max(self.candidates.values(), key=lambda c: (c.confidence, c.count, str(c.value)))
+        if self._stale or (self._best is None and self.candidates):
+            self._stale = False
+            self._best = (
+                max(self.candidates.values(), key=lambda c: (c.confidence, c.count, str(c.value)))
+                if self.candidates
+                else None
+            )
+        return self._best
 
     def to_json(self) -> dict[str, Any] | None:
         best = self.best
@@ -249,5 +263,9 @@ def _iso(ts_ns: int | None) -> str | None:
     if ts_ns is None:
         return None
     seconds, ns = divmod(int(ts_ns), 1_000_000_000)
-    stamp = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{ns:09d}Z"
+    return f"{_iso_seconds(seconds)}.{ns:09d}Z"
+
+
+@lru_cache(maxsize=1 << 14)
+def _iso_seconds(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Protocol
 
 Target = tuple[str, str]
@@ -66,6 +67,7 @@ def _text(value: object) -> str | None:
     return text or None
 
 
+@lru_cache(maxsize=1 << 16)
 def _usable_ip(text: str | None) -> bool:
     if not text:
         return False
