@@ -108,11 +108,13 @@ def test_totals_do_not_depend_on_batch_size(capture: Path, batch_packets: int) -
     }
 
 
-def test_mac_at_follows_a_lease_handed_over_and_back() -> None:
-    observer = HostObserver()
-    observer.senders["10.0.0.5"] = {"aa:aa:aa:aa:aa:aa": [0, 300], "bb:bb:bb:bb:bb:bb": [100, 200]}
-    assert observer.mac_at("10.0.0.5", 50) == "aa:aa:aa:aa:aa:aa"
-    assert observer.mac_at("10.0.0.5", 150) == "bb:bb:bb:bb:bb:bb"
-    assert observer.mac_at("10.0.0.5", 250) == "aa:aa:aa:aa:aa:aa"
-    assert observer.mac_at("10.0.0.5", 999) == "aa:aa:aa:aa:aa:aa"
-    assert observer.mac_at("10.0.0.6", 1) == ""
+def test_owner_at_follows_a_lease_handed_over_and_back() -> None:
+    from fieldward.inventory.builder import _owner_at
+
+    entries = [("mac:aa", 0, 300, 90), ("mac:bb", 100, 200, 10)]
+    assert _owner_at(entries, 50) == "mac:aa"
+    assert _owner_at(entries, 150) == "mac:bb"
+    assert _owner_at(entries, 250) == "mac:aa"
+    assert _owner_at(entries, 999) == "mac:aa"
+    assert _owner_at(entries, -5) == "mac:aa"
+    assert _owner_at(entries, None) == "mac:aa"

@@ -433,19 +433,18 @@ MODBUS_SEGMENTS: list[tuple[bool, bytes]] = [
 ]
 
 
-def _modbus_run(
-    packets: list[bytes], fast: bool, batch_size: int, writer: bool = True
+def run_dissector(
+    dissector: type[Dissector], packets: list[bytes], fast: bool, batch_size: int, writer: bool = True
 ) -> tuple[list[Event], dict[str, int]]:
-    """Events in output order: through an EventWriter (which takes the fast path's tables; order is
-    kept within each log) or, ``writer`` False, a plain callable (TCP PDUs parsed one by one)."""
-    from fieldward.protocols.modbus import ModbusDissector
-
+    """Events of ``dissector`` alone in output order: through an EventWriter (which takes the fast
+    path's tables; order is kept within each log) or, ``writer`` False, a plain callable (TCP PDUs
+    parsed one by one)."""
     weird = WeirdLog()
     events: list[Event] = []
     output = EventWriter(None)
     output.keep = events
     registry = Registry()
-    registry.add(ModbusDissector)
+    registry.add(dissector)
     emit = output if writer else events.append
     engine = ProtocolEngine(registry, emit, weird, ProtocolSettings(fast_path=fast))
     flows = FlowTable(weird=weird)
@@ -456,6 +455,14 @@ def _modbus_run(
         engine.process(batch, decoded, flows.update(batch, decoded))
     engine.finish()
     return events, weird.summary()
+
+
+def _modbus_run(
+    packets: list[bytes], fast: bool, batch_size: int, writer: bool = True
+) -> tuple[list[Event], dict[str, int]]:
+    from fieldward.protocols.modbus import ModbusDissector
+
+    return run_dissector(ModbusDissector, packets, fast, batch_size, writer)
 
 
 def _by_log(events: list[Event]) -> dict[str, list[Event]]:

@@ -41,6 +41,7 @@ from fieldward.weird import WeirdLog
 SEQ_MOD = 1 << 32
 _SEQ_MASK = SEQ_MOD - 1
 _HALF = 1 << 31
+_CONTROL = TCP_SYN | TCP_FIN | TCP_RST
 
 DEFAULT_MAX_BUFFER_BYTES = 1 << 20
 DEFAULT_MAX_GAP_BYTES = 1 << 20
@@ -235,17 +236,33 @@ class TcpReassembler:
         times = batch.ts_ns[rows].tolist()
         view = batch.buffer.data
         out: list[StreamChunk] = []
+        dirs = self._dirs
+        keep = self.overlap_check_bytes
         for i in range(rows.shape[0]):
             start = starts[i]
+            size = lengths[i]
+            flags = flag_values[i]
+            state = dirs.get((flows[i], directions[i]))
+            # In-order fast path: the segment starts exactly at the next byte to deliver of a direction
+            # with nothing buffered, no FIN seen and no SYN/FIN/RST flag. This is what ``feed`` would do
+            # (buffer the bytes, then deliver them at once), without the out-of-order machinery.
+            if (
+                state is not None
+                and size
+                and not flags & _CONTROL
+                and not state.pending
+                and state.fin_at < 0
+                and not state.closed
+                and (seqs[i] - state.isn) & _SEQ_MASK == state.next & _SEQ_MASK
+            ):
+                data = view[start : start + size].tobytes()
+                out.append(StreamChunk(flows[i], directions[i], state.next, data, times[i]))
+                state.next += size
+                if keep:
+                    state.tail = data[-keep:] if size >= keep else (state.tail + data)[-keep:]
+                continue
             out.extend(
-                self.feed(
-                    flows[i],
-                    directions[i],
-                    seqs[i],
-                    flag_values[i],
-                    view[start : start + lengths[i]],
-                    times[i],
-                )
+                self.feed(flows[i], directions[i], seqs[i], flags, view[start : start + size], times[i])
             )
         return out
 

@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from fieldward.capture.batch import PacketBatch
 from fieldward.decode.columns import DecodedBatch
 from fieldward.inventory.fingerprints import Fingerprints
-from fieldward.inventory.hosts import HostObserver, mac_text
-from fieldward.inventory.model import Attribute, Device, DeviceType, Evidence, Role, Service
+from fieldward.inventory.hosts import HostObserver, SynSignature, mac_text
+from fieldward.inventory.model import Attribute, Candidate, Device, DeviceType, Evidence, Role, Service
 from fieldward.inventory.oui import OuiRegistry
 from fieldward.inventory.sources import SOURCES, Target
 from fieldward.weird import WeirdLog
@@ -86,8 +86,12 @@ class InventorySettings:
 
 @dataclass(slots=True)
 class _Record:
+    """Evidence about one address or MAC, before the devices exist."""
+
     attributes: dict[str, Attribute] = field(default_factory=dict)
-    facts: dict[str, set[str]] = field(default_factory=dict)
+    facts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """name -> {value: packet time it was first seen}: the time decides whose it was when an
+    address changed hands."""
 
 
 @dataclass
@@ -144,8 +148,8 @@ class InventoryBuilder:
         self.fingerprints = fingerprints or Fingerprints.load(self.settings.fingerprint_files)
         self.hosts = HostObserver()
         self.oui = OuiRegistry()
-        self._records: dict[tuple[str, str, str], _Record] = {}
-        """(kind, address, mac-at-the-time) -> evidence; kind "ip" or "mac"."""
+        self._records: dict[Target, _Record] = {}
+        """(kind, address) -> evidence; kind "ip" or "mac"."""
         self._binds: list[tuple[str, str, int, str]] = []
         self._binds_seen: set[tuple[str, str]] = set()
         self._edges: list[pa.Table] = []
@@ -206,13 +210,10 @@ class InventoryBuilder:
 
     # ------------------------------------------------------------------ Observations protocol
 
-    def _record(self, target: Target, ts: int) -> _Record:
-        kind, address = target
-        mac = self.hosts.mac_at(address, ts) if kind == "ip" else ""
-        key = (kind, address, mac)
-        record = self._records.get(key)
+    def _record(self, target: Target) -> _Record:
+        record = self._records.get(target)
         if record is None:
-            record = self._records[key] = _Record()
+            record = self._records[target] = _Record()
         return record
 
     def attribute(
@@ -221,14 +222,14 @@ class InventoryBuilder:
         if name == "vendor" and isinstance(value, str):
             value = self.fingerprints.vendor(value)
         evidence = Evidence(event.log, int(event.ts), int(event.flow_id), detail)
-        record = self._record(target, self._event_ts)
+        record = self._record(target)
         attribute = record.attributes.get(name)
         if attribute is None:
             attribute = record.attributes[name] = Attribute()
         attribute.propose(value, confidence, evidence)
 
     def fact(self, target: Target, name: str, value: str) -> None:
-        self._record(target, self._event_ts).facts.setdefault(name, set()).add(value[:300])
+        self._record(target).facts.setdefault(name, {}).setdefault(value[:300], self._event_ts)
 
     def bind(self, mac: str, ip: str, ts: int, source: str) -> None:
         if (mac, ip) not in self._binds_seen:
@@ -350,52 +351,34 @@ class InventoryBuilder:
             entries.sort(key=lambda e: (-e[3], e[1]))
         return devices, owner
 
-    def _resolve(
-        self,
-        devices: dict[str, Device],
-        owner: dict[str, list[tuple[str, int, int, int]]],
-        kind: str,
-        address: str,
-        mac: str,
-    ) -> Device | None:
-        if kind == "mac":
-            key = f"mac:{address}"
-            if key not in devices:
-                # Named by a protocol (a DHCP client behind a relay) but never a frame source here.
-                devices[key] = Device(id=key, mac=address, local=False)
-            return devices[key]
-        if mac:
-            device = devices.get(f"mac:{mac}")
-            if device is not None and address in device.ips:
-                return device
-        entries = owner.get(address)
-        return devices[entries[0][0]] if entries else None
-
     def _apply_records(
         self, devices: dict[str, Device], owner: dict[str, list[tuple[str, int, int, int]]]
     ) -> int:
+        """Fold the evidence into the devices: a MAC's to its device; an address's to the device
+        that used it at the time of each piece of evidence (an address can change hands)."""
         unattributed = 0
-        for (kind, address, mac), record in self._records.items():
-            device = self._resolve(devices, owner, kind, address, mac)
-            if device is None:
+        for (kind, address), record in self._records.items():
+            if kind == "mac":
+                key = f"mac:{address}"
+                if key not in devices:
+                    # Named by a protocol (a DHCP client behind a relay) but never a frame source here.
+                    devices[key] = Device(id=key, mac=address, local=False)
+                entries = [(key, 0, 0, 0)]
+            else:
+                entries = owner.get(address, [])
+            if not entries:
                 unattributed += 1
                 continue
+            single = devices[entries[0][0]] if len(entries) == 1 else None
             for name, attribute in record.attributes.items():
-                target = device.attribute(name)
-                target.changed()
                 for value, candidate in attribute.candidates.items():
-                    merged = target.candidates.get(value)
-                    if merged is None:
-                        target.candidates[value] = candidate
-                        continue
-                    merged.count += candidate.count
-                    for source, confidence in candidate.sources.items():
-                        merged.sources[source] = max(confidence, merged.sources.get(source, 0.0))
-                    merged.rescore()
-                    room = merged.MAX_EVIDENCE - len(merged.evidence)
-                    merged.evidence.extend(candidate.evidence[: max(room, 0)])
+                    ts = candidate.evidence[0].ts if candidate.evidence else None
+                    device = single or devices[_owner_at(entries, ts)]
+                    _merge_candidate(device.attribute(name), value, candidate)
             for name, values in record.facts.items():
-                device.facts.setdefault(name, set()).update(values)
+                for value, ts in values.items():
+                    device = single or devices[_owner_at(entries, ts)]
+                    device.facts.setdefault(name, set()).add(value)
         return unattributed
 
     def _device_of(
@@ -548,11 +531,10 @@ class InventoryBuilder:
         if device.mac is not None:
             org = self.oui.organisation(device.mac)
             if org is not None:
-                evidence = Evidence("oui", None, -1, f"IEEE MA-L registry: {org}")
-                device.attribute("vendor").propose(self.fingerprints.vendor(org), 0.6, evidence)
+                device.attribute("vendor").propose(self.fingerprints.vendor(org), 0.6, _oui_evidence(org))
         for ip in device.ips:
             for signature in self.hosts.syn.get(ip, {}):
-                device.add_fact("tcp.synack" if signature.synack else "tcp.syn", signature.text())
+                device.add_fact("tcp.synack" if signature.synack else "tcp.syn", _signature_text(signature))
         hostname = device.attributes.get("hostname")
         if hostname is not None:
             for value in hostname.candidates:
@@ -567,8 +549,7 @@ class InventoryBuilder:
                 for name, value in proposed.items():
                     if name == "vendor":
                         value = self.fingerprints.vendor(value)
-                    evidence = Evidence("rule", None, -1, f"{rule.name} ({rule.origin})")
-                    device.attribute(name).propose(value, rule.confidence, evidence)
+                    device.attribute(name).propose(value, rule.confidence, rule.evidence)
         for name in [n for n in device.facts if n.startswith("attr.")]:
             del device.facts[name]
 
@@ -618,6 +599,45 @@ class InventoryBuilder:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=4096)
+def _oui_evidence(org: str) -> Evidence:
+    return Evidence("oui", None, -1, f"IEEE MA-L registry: {org}")
+
+
+@lru_cache(maxsize=4096)
+def _signature_text(signature: SynSignature) -> str:
+    return signature.text()
+
+
+def _merge_candidate(target: Attribute, value: str | int, candidate: Candidate) -> None:
+    target.changed()
+    merged = target.candidates.get(value)
+    if merged is None:
+        target.candidates[value] = candidate
+        return
+    merged.count += candidate.count
+    for source, confidence in candidate.sources.items():
+        merged.sources[source] = max(confidence, merged.sources.get(source, 0.0))
+    merged.rescore()
+    room = merged.MAX_EVIDENCE - len(merged.evidence)
+    merged.evidence.extend(candidate.evidence[: max(room, 0)])
+
+
+def _owner_at(entries: list[tuple[str, int, int, int]], ts: int | None) -> str:
+    """Which of the devices that used an address (``(device id, first, last, packets)``) had it at
+    ``ts``: of those whose period covers ``ts``, the one that started last (a lease handed over and
+    back); else, of those that started before ``ts``, the one heard last; else the main user."""
+    if ts is None:
+        return entries[0][0]
+    covering = [(first, device) for device, first, last, _n in entries if first <= ts <= last]
+    if covering:
+        return max(covering)[1]
+    before = [(last, device) for device, first, last, _n in entries if first <= ts]
+    if before:
+        return max(before)[1]
+    return entries[0][0]
 
 
 def _add_ip(device: Device, ip: str, first: int, last: int) -> None:

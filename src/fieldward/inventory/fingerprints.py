@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fieldward.errors import ConfigError
-from fieldward.inventory.model import ATTRIBUTES, DeviceType
+from fieldward.inventory.model import ATTRIBUTES, DeviceType, Evidence
 
 SETTABLE = frozenset(ATTRIBUTES) - {"purdue_level"}
 """Attributes a rule may set (the Purdue level follows from the type and the communications)."""
@@ -116,6 +116,8 @@ class Rule:
     """The facts ``match`` names: a device lacking one cannot match (checked first, cheaply)."""
     second_round: bool = False
     """The rule reads ``attr.*`` facts: it runs after every other rule."""
+    evidence: Evidence = field(default_factory=lambda: Evidence("rule", None, -1, ""))
+    """The evidence every value this rule proposes carries (shared: evidence is immutable)."""
 
     def reads(self, facts: frozenset[str]) -> bool:
         return any(fact in facts for fact, _ in self.match + self.unless)
@@ -132,6 +134,7 @@ class Rule:
             origin=origin,
             required=frozenset(spec.match),
             second_round=any(fact.startswith("attr.") for fact, _ in match + unless),
+            evidence=Evidence("rule", None, -1, f"{spec.name} ({origin})"),
         )
 
     def apply(self, facts: Mapping[str, Collection[str]]) -> dict[str, str] | None:

@@ -20,15 +20,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from fieldward.capture.batch import PacketBatch
 from fieldward.decode.columns import ETH_ARP, PROTO_TCP, TCP_ACK, TCP_SYN, DecodedBatch
-
-K = TypeVar("K")
 
 GROUP_BIT = np.uint64(1 << 40)
 """The I/G bit of a MAC held as a 48-bit integer (first octet's least significant bit)."""
@@ -94,94 +91,168 @@ def _groups(*keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt.ND
     return order, np.flatnonzero(change)
 
 
+Columns = dict[str, npt.NDArray[np.uint64] | npt.NDArray[np.int64]]
+
+
+def _reduce(keys: tuple[str, ...], rows: Columns) -> Columns:
+    """Group ``rows`` by the ``keys`` columns: packets summed, first min, last max, max_ttl max."""
+    order, starts = _groups(*(rows[name] for name in keys))  # type: ignore[arg-type]
+    out: Columns = {name: rows[name][order[starts]] for name in keys}
+    out["packets"] = (
+        np.add.reduceat(rows["packets"][order], starts) if starts.shape[0] else rows["packets"][:0]
+    )
+    for name, reducer in (("first", np.minimum), ("last", np.maximum), ("max_ttl", np.maximum)):
+        column = rows[name][order]
+        out[name] = reducer.reduceat(column, starts) if starts.shape[0] else column[:0]
+    return out
+
+
+class Aggregate:
+    """Rows keyed by integer columns with packets, first, last and max_ttl, merged lazily.
+
+    Each batch adds its own reduced rows; they are merged with numpy (concatenate, sort, reduce)
+    when the pending rows outgrow the merged ones, so the cost per packet stays a few numpy
+    operations whatever the number of hosts, and Python sees each host once, at the end.
+    """
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self._merged: Columns | None = None
+        self._pending: list[Columns] = []
+        self._pending_rows = 0
+
+    def add(self, rows: Columns) -> None:
+        reduced = _reduce(self.keys, rows)
+        self._pending.append(reduced)
+        self._pending_rows += reduced["packets"].shape[0]
+        merged_rows = 0 if self._merged is None else self._merged["packets"].shape[0]
+        if self._pending_rows > max(1 << 16, 2 * merged_rows):
+            self.merge()
+
+    def merge(self) -> Columns:
+        parts = ([self._merged] if self._merged is not None else []) + self._pending
+        if not parts:
+            empty: Columns = {name: np.zeros(0, dtype=np.uint64) for name in self.keys}
+            for name in ("packets", "first", "last", "max_ttl"):
+                empty[name] = np.zeros(0, dtype=np.int64)
+            self._merged = empty
+        elif len(parts) > 1:
+            self._merged = _reduce(
+                self.keys, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            )
+        else:
+            self._merged = parts[0]
+        self._pending, self._pending_rows = [], 0
+        return self._merged
+
+
+def _one_per_packet(
+    rows: npt.NDArray[np.intp], ts: npt.NDArray[np.int64], ttl: npt.NDArray[np.uint8] | None
+) -> Columns:
+    return {
+        "packets": np.ones(rows.shape[0], dtype=np.int64),
+        "first": ts[rows],
+        "last": ts[rows],
+        "max_ttl": ttl[rows].astype(np.int64) if ttl is not None else np.zeros(rows.shape[0], dtype=np.int64),
+    }
+
+
 @dataclass
 class HostObserver:
-    """Accumulates host evidence batch by batch (see the module docstring)."""
+    """Accumulates host evidence batch by batch (see the module docstring).
 
-    macs: dict[tuple[int, int], Activity] = field(default_factory=dict)
-    """(vlan, mac) -> frames sent."""
-    bindings: dict[tuple[int, int, str], Activity] = field(default_factory=dict)
-    """(vlan, mac, ip) -> IP packets that MAC sent with that source address (mac 0: no link layer)."""
-    arp: dict[tuple[int, int, str], Activity] = field(default_factory=dict)
-    """(vlan, sender MAC, sender IPv4) of ARP packets."""
-    senders: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    """IP -> {MAC text: [first, last]} of the packets sent from it: whose address it was when (a
-    DHCP lease handed to another device changes it); see :meth:`mac_at`."""
+    ``macs``, ``bindings`` and ``arp`` are read once the capture is done (each reading merges what
+    the batches added): Python objects are made per host, never per packet.
+    """
+
     syn: dict[str, dict[SynSignature, int]] = field(default_factory=dict)
     """IP -> signatures of the SYN / SYN+ACK packets it sent, with counts."""
     max_syn_signatures: int = 8
+    _macs: Aggregate = field(default_factory=lambda: Aggregate(("vlan", "mac")))
+    _bindings: Aggregate = field(
+        default_factory=lambda: Aggregate(("vlan", "mac", "ip_hi", "ip_lo", "version"))
+    )
+    _arp: Aggregate = field(default_factory=lambda: Aggregate(("vlan", "mac", "ip")))
 
     def observe(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
         if decoded.n == 0:
             return
         ts = batch.ts_ns
-        self._mac_activity(decoded, ts)
-        self._ip_bindings(decoded, ts)
-        self._arp(decoded, ts)
+        unicast = (decoded.eth_src & GROUP_BIT) == 0
+        rows = np.flatnonzero((decoded.eth_src != 0) & unicast)
+        if rows.shape[0]:
+            self._macs.add(
+                {
+                    "vlan": decoded.vlan[rows].astype(np.uint64),
+                    "mac": decoded.eth_src[rows],
+                    **_one_per_packet(rows, ts, None),
+                }
+            )
+        self._ip_bindings(decoded, ts, unicast)
+        self._arp_senders(decoded, ts)
         self._syn(decoded)
 
-    def mac_at(self, ip: str, ts: int) -> str:
-        """The MAC that sent from ``ip`` around time ``ts`` ("" if none did, or without link layer).
+    # ------------------------------------------------------------------ results (after the capture)
 
-        Of the MACs whose sending period covers ``ts``, the one that started last (a lease handed
-        over and back); else, of those that started before ``ts``, the one heard last; else the first.
-        """
-        spans = self.senders.get(ip)
-        if not spans:
-            return ""
-        if len(spans) == 1:
-            return next(iter(spans))
-        covering = [(first, mac) for mac, (first, last) in spans.items() if first <= ts <= last]
-        if covering:
-            return max(covering)[1]
-        before = [(last, mac) for mac, (first, last) in spans.items() if first <= ts]
-        if before:
-            return max(before)[1]
-        return min((first, mac) for mac, (first, _last) in spans.items())[1]
+    @property
+    def macs(self) -> dict[tuple[int, int], Activity]:
+        """(vlan, mac) -> frames sent."""
+        table = self._macs.merge()
+        return {
+            (v, m): Activity(n, f, lst)
+            for v, m, n, f, lst in zip(
+                *(table[c].tolist() for c in ("vlan", "mac", "packets", "first", "last")), strict=True
+            )
+        }
 
-    # ------------------------------------------------------------------ aggregations
+    @property
+    def bindings(self) -> dict[tuple[int, int, str], Activity]:
+        """(vlan, mac, ip) -> IP packets that MAC sent with that source address (mac 0: no link layer)."""
+        table = self._bindings.merge()
+        out: dict[tuple[int, int, str], Activity] = {}
+        addresses = np.stack([table["ip_hi"], table["ip_lo"]], axis=1).astype(np.uint64).view(np.uint8)
+        columns = (
+            table[c].tolist() for c in ("vlan", "mac", "version", "packets", "first", "last", "max_ttl")
+        )
+        for row, (v, m, version, n, f, lst, ttl) in enumerate(zip(*columns, strict=True)):
+            text = ip_text(addresses[row].tobytes(), version)
+            out[(v, m, text)] = Activity(n, f, lst, ttl)
+        return out
 
-    def _mac_activity(self, decoded: DecodedBatch, ts: npt.NDArray[np.int64]) -> None:
-        mac = decoded.eth_src
-        rows = np.flatnonzero((mac != 0) & ((mac & GROUP_BIT) == 0))
-        if rows.shape[0] == 0:
-            return
-        vlan = decoded.vlan[rows].astype(np.uint64)
-        mac = mac[rows]
-        order, starts = _groups(vlan, mac)
-        for (v, m), act in zip(
-            _keys(starts, order, vlan, mac), _activity(starts, order, ts[rows]), strict=True
-        ):
-            _merge(self.macs, (v, m), act)
+    @property
+    def arp(self) -> dict[tuple[int, int, str], Activity]:
+        """(vlan, sender MAC, sender IPv4) of ARP requests and replies."""
+        table = self._arp.merge()
+        return {
+            (v, m, str(ipaddress.IPv4Address(a))): Activity(n, f, lst)
+            for v, m, a, n, f, lst in zip(
+                *(table[c].tolist() for c in ("vlan", "mac", "ip", "packets", "first", "last")), strict=True
+            )
+        }
 
-    def _ip_bindings(self, decoded: DecodedBatch, ts: npt.NDArray[np.int64]) -> None:
-        mac = decoded.eth_src
-        rows = np.flatnonzero((decoded.ip_version != 0) & ((mac & GROUP_BIT) == 0))
+    # ------------------------------------------------------------------ per batch
+
+    def _ip_bindings(
+        self, decoded: DecodedBatch, ts: npt.NDArray[np.int64], unicast: npt.NDArray[np.bool_]
+    ) -> None:
+        version = decoded.ip_version
+        unspecified = (version == 4) & ~decoded.src_ip[:, 12:].any(axis=1)  # 0.0.0.0: DHCP client
+        rows = np.flatnonzero((version != 0) & unicast & ~unspecified)
         if rows.shape[0] == 0:
             return
         addr = np.ascontiguousarray(decoded.src_ip[rows]).view(np.uint64)  # (k, 2)
-        hi, lo = addr[:, 0].copy(), addr[:, 1].copy()
-        vlan = decoded.vlan[rows].astype(np.uint64)
-        macs = mac[rows]
-        order, starts = _groups(vlan, macs, hi, lo)
-        ttl = decoded.ttl[rows].astype(np.int64)
-        version = decoded.ip_version[rows]
-        first_rows = rows[order[starts]]
-        max_ttl = np.maximum.reduceat(ttl[order], starts)
-        for i, act in enumerate(_activity(starts, order, ts[rows])):
-            row = int(first_rows[i])
-            if decoded.ip_version[row] == 4 and not decoded.src_ip[row, 12:].any():
-                continue  # 0.0.0.0: a DHCP client without an address yet
-            text = ip_text(decoded.src_ip[row].tobytes(), int(version[order[starts[i]]]))
-            act.max_ttl = int(max_ttl[i])
-            mac_value = int(macs[order[starts[i]]])
-            _merge(self.bindings, (int(decoded.vlan[row]), mac_value, text), act)
-            span = self.senders.setdefault(text, {}).setdefault(
-                mac_text(mac_value) if mac_value else "", [act.first, act.last]
-            )
-            span[0], span[1] = min(span[0], act.first), max(span[1], act.last)
+        self._bindings.add(
+            {
+                "vlan": decoded.vlan[rows].astype(np.uint64),
+                "mac": decoded.eth_src[rows],
+                "ip_hi": addr[:, 0].copy(),
+                "ip_lo": addr[:, 1].copy(),
+                "version": version[rows].astype(np.uint64),
+                **_one_per_packet(rows, ts, decoded.ttl),
+            }
+        )
 
-    def _arp(self, decoded: DecodedBatch, ts: npt.NDArray[np.int64]) -> None:
+    def _arp_senders(self, decoded: DecodedBatch, ts: npt.NDArray[np.int64]) -> None:
         rows = np.flatnonzero(
             (decoded.ethertype == ETH_ARP)
             & ((decoded.arp_op == 1) | (decoded.arp_op == 2))
@@ -191,14 +262,14 @@ class HostObserver:
         )
         if rows.shape[0] == 0:
             return
-        vlan = decoded.vlan[rows].astype(np.uint64)
-        sha = decoded.arp_sha[rows]
-        spa = decoded.arp_spa[rows].astype(np.uint64)
-        order, starts = _groups(vlan, sha, spa)
-        for (v, m, a), act in zip(
-            _keys(starts, order, vlan, sha, spa), _activity(starts, order, ts[rows]), strict=True
-        ):
-            _merge(self.arp, (v, m, str(ipaddress.IPv4Address(a))), act)
+        self._arp.add(
+            {
+                "vlan": decoded.vlan[rows].astype(np.uint64),
+                "mac": decoded.arp_sha[rows],
+                "ip": decoded.arp_spa[rows].astype(np.uint64),
+                **_one_per_packet(rows, ts, None),
+            }
+        )
 
     def _syn(self, decoded: DecodedBatch) -> None:
         rows = np.flatnonzero((decoded.ip_proto == PROTO_TCP) & ((decoded.tcp_flags & TCP_SYN) != 0))
@@ -234,34 +305,3 @@ class HostObserver:
             known = self.syn.setdefault(ip, {})
             if signature in known or len(known) < self.max_syn_signatures:
                 known[signature] = known.get(signature, 0) + int(counts[i])
-
-
-def _keys(
-    starts: npt.NDArray[np.intp], order: npt.NDArray[np.intp], *columns: npt.NDArray[np.uint64]
-) -> list[tuple[int, ...]]:
-    picked = order[starts]
-    return list(zip(*(column[picked].tolist() for column in columns), strict=True))
-
-
-def _activity(
-    starts: npt.NDArray[np.intp], order: npt.NDArray[np.intp], ts: npt.NDArray[np.int64]
-) -> list[Activity]:
-    ordered = ts[order]
-    counts = np.diff(np.append(starts, order.shape[0]))
-    first = np.minimum.reduceat(ordered, starts)
-    last = np.maximum.reduceat(ordered, starts)
-    return [
-        Activity(int(c), int(f), int(lst))
-        for c, f, lst in zip(counts.tolist(), first.tolist(), last.tolist(), strict=True)
-    ]
-
-
-def _merge(table: dict[K, Activity], key: K, act: Activity) -> None:
-    known = table.get(key)
-    if known is None:
-        table[key] = act
-        return
-    known.packets += act.packets
-    known.first = min(known.first, act.first)
-    known.last = max(known.last, act.last)
-    known.max_ttl = max(known.max_ttl, act.max_ttl)

@@ -106,13 +106,6 @@ def cip_identity(event: Any, out: Observations) -> None:
         out.fact(device, "cip.socket_address", event.socket_address)
 
 
-@source("enip")
-def enip_header(event: Any, out: Observations) -> None:
-    """A ListIdentity *request* is how RSLinx-style engineering tools browse the network."""
-    if event.is_orig and event.enip_command == "List Identity":
-        out.fact(sender(event), "behaviour", "ot-engineering")
-
-
 @source("s7comm_identification")
 def s7_identification(event: Any, out: Observations) -> None:
     """SZL 0x0011 / 0x001C answers: order number, firmware, serial, names of a S7 PLC."""
@@ -138,16 +131,23 @@ def s7_identification(event: Any, out: Observations) -> None:
         out.fact(device, "s7.plant_name", plant)
 
 
-@source("s7comm_read_szl")
-def s7_read_szl(event: Any, out: Observations) -> None:
-    if event.is_orig and event.method == "Request":
-        out.fact(sender(event), "behaviour", "ot-engineering")
+ENGINEERING_REQUESTS: dict[str, Callable[[Any], bool]] = {
+    "enip": lambda e: e.enip_command == "List Identity",  # how RSLinx-style tools browse
+    "s7comm_read_szl": lambda e: e.method == "Request",  # reading a PLC's system status lists
+    "s7comm_upload_download": lambda e: True,  # moving program blocks
+}
+"""Requests that engineering tools send and HMIs or historians do not (``behaviour: ot-engineering``)."""
 
 
-@source("s7comm_upload_download")
-def s7_upload_download(event: Any, out: Observations) -> None:
-    if event.is_orig:
-        out.fact(sender(event), "behaviour", "ot-engineering")
+def _engineering(log: str, test: Callable[[Any], bool]) -> None:
+    @source(log)
+    def marks(event: Any, out: Observations) -> None:
+        if event.is_orig and test(event):
+            out.fact(sender(event), "behaviour", "ot-engineering")
+
+
+for _log, _test in ENGINEERING_REQUESTS.items():
+    _engineering(_log, _test)
 
 
 _MODBUS_OBJECTS = {

@@ -966,13 +966,17 @@ class ProtocolEngine:
         positions: dict[int, list[int]] = {}
         for position, item in enumerate(queue):
             positions.setdefault(item.index, []).append(position)
-        local = np.zeros(len(queue), dtype=np.intp)
+        local = [0] * len(queue)  # index of each queued PDU among its dissector's PDUs
         batches: dict[int, _PduBatch] = {}
+        handled: dict[int, list[bool]] = {}
         for index, where in positions.items():
-            local[where] = np.arange(len(where))
+            for i, position in enumerate(where):
+                local[position] = i
             batch = self._pdu_batch(index, [queue[p] for p in where])
             if batch is not None:
                 batches[index] = batch
+                handled[index] = batch.result.handled.tolist()
+        accepted: dict[int, list[int]] = {index: [] for index in batches}
         for position, item in enumerate(queue):
             session = item.session
             if not session.active:
@@ -981,17 +985,20 @@ class ProtocolEngine:
             if batch is None:
                 self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
                 continue
-            i = int(local[position])
-            if batch.result.handled[i]:
+            i = local[position]
+            if handled[item.index][i]:
+                # As parse() would see it: close() and weirds read the time of the flow's last PDU.
+                ctx = session.ctx
+                ctx.ts = item.ts_ns
+                ctx.is_orig = item.is_orig
                 apply = batch.result.apply
                 try:
-                    accepted = True if apply is None else bool(apply(session.dissector, i))
+                    ok = True if apply is None else bool(apply(session.dissector, i))
                 except Exception as exc:
                     self._failed(item.flow, session, exc)
                     continue
-                if accepted:
-                    batch.accepted[i] = True
-                    self.pdus_by_protocol[batch.name] = self.pdus_by_protocol.get(batch.name, 0) + 1
+                if ok:
+                    accepted[item.index].append(i)
                     continue
             # parse() it; its events are merged with the fast path's, in stream order, at the end.
             batch.collected.position = i
@@ -1000,7 +1007,11 @@ class ProtocolEngine:
                 self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
             finally:
                 self._collector = None
-        for batch in batches.values():
+        for index, batch in batches.items():
+            rows = accepted[index]
+            if rows:
+                batch.accepted[rows] = True
+                self.pdus_by_protocol[batch.name] = self.pdus_by_protocol.get(batch.name, 0) + len(rows)
             self._emit_pdu_batch(batch)
 
     def _route_event(self, event: Event) -> None:

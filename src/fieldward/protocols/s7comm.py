@@ -40,7 +40,21 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from fieldward.protocols.base import (
+    BatchResult,
+    Datagrams,
+    Dissector,
+    Event,
+    EventColumns,
+    FlowInfo,
+    PduContext,
+    Transport,
+    Verdict,
+)
 
 # ---------------------------------------------------------------------------------------------- limits
 
@@ -839,6 +853,96 @@ def _remember(table: OrderedDict[_K, _V], key: _K, value: _V) -> None:
         table.popitem(last=False)
 
 
+# ---------------------------------------------------------------------------------------------- fast path
+
+_FAST_HEAD = 21
+"""TPKT (4) + COTP DT (3) + S7comm header (10 or 12) + function code + item count."""
+_ITEM_SIZE = 12
+"""A Read Variable job item with an S7ANY address: var spec, spec length, 10 address bytes."""
+_BIT_SIZES = np.array(sorted(BIT_LENGTH_DATA_SIZES), dtype=np.int64)
+
+
+def _variable_columns(
+    rows: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.int64],
+    is_ack: npt.NDArray[np.bool_],
+    references: npt.NDArray[np.int64],
+    matched: dict[int, list[_Item]],
+    ack_slot: npt.NDArray[np.int64],
+    codes: npt.NDArray[np.int64],
+    sizes: npt.NDArray[np.int64],
+    value_bytes: npt.NDArray[np.int64],
+) -> EventColumns:
+    """The S7commVariable rows of fast-path Read Variable PDUs: one per item, in PDU order. Item
+    addresses come from the job items (``matched``: a job's own items, or those an answer matched);
+    results from the ACK-Data item columns."""
+    total = int(counts.sum())
+    item_number = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    syntax: list[int | None] = []
+    transport: list[int | None] = []
+    lengths: list[int | None] = []
+    dbs: list[int | None] = []
+    areas: list[int | None] = []
+    addresses: list[int | None] = []
+    for row, count in zip(rows.tolist(), counts.tolist(), strict=True):
+        items = matched[row]
+        for item in items[:count]:
+            syntax.append(item.syntax_id)
+            transport.append(item.transport_size)
+            lengths.append(item.length)
+            dbs.append(item.db_number)
+            areas.append(item.area)
+            addresses.append(item.address)
+        missing = count - len(items)
+        if missing > 0:
+            for column in (syntax, transport, lengths, dbs, areas, addresses):
+                column.extend([None] * missing)
+    located = [
+        address if address is not None and area is not None and area not in NUMBERED_AREAS else None
+        for address, area in zip(addresses, areas, strict=True)
+    ]
+    results = np.repeat(is_ack, counts)
+    slot = np.repeat(ack_slot, counts)[results]
+    k = item_number[results]
+    code = np.zeros(total, dtype=np.int64)
+    size = np.zeros(total, dtype=np.int64)
+    data_length = np.zeros(total, dtype=np.int64)
+    if slot.shape[0]:
+        code[results], size[results], data_length[results] = (
+            codes[slot, k],
+            sizes[slot, k],
+            value_bytes[slot, k],
+        )
+    code_list, size_list = code.tolist(), size.tolist()
+    no_result = ~results
+    rosctr = np.where(results, ROSCTR_NAMES[ROSCTR_ACK_DATA], ROSCTR_NAMES[ROSCTR_JOB])
+    columns: dict[str, npt.NDArray[Any] | pa.Array] = {
+        "rosctr": pa.array(rosctr, pa.string()),
+        "pdu_reference": np.repeat(references, counts),
+        "function_name": pa.array([FUNCTIONS[FN_READ_VAR]] * total, pa.string()),
+        "item_number": item_number + 1,
+        "syntax_id": pa.array([None if s is None else _hex8(s) for s in syntax], pa.string()),
+        "transport_size": pa.array([None if t is None else _hex8(t) for t in transport], pa.string()),
+        "transport_size_name": pa.array(
+            [None if t is None else ITEM_TRANSPORT_SIZES.get(t) for t in transport], pa.string()
+        ),
+        "length": pa.array(lengths, pa.int64()),
+        "db_number": pa.array(dbs, pa.int64()),
+        "area": pa.array([None if a is None else _hex8(a) for a in areas], pa.string()),
+        "area_name": pa.array([None if a is None else AREAS.get(a) for a in areas], pa.string()),
+        "address": pa.array(addresses, pa.int64()),
+        "byte_address": pa.array([None if a is None else a >> 3 for a in located], pa.int64()),
+        "bit_address": pa.array([None if a is None else a & 7 for a in located], pa.int64()),
+        "return_code": pa.array([_hex8(c) for c in code_list], pa.string(), mask=no_result),
+        "return_code_name": pa.array(
+            [RETURN_CODES.get(c, "Unknown") for c in code_list], pa.string(), mask=no_result
+        ),
+        "data_transport_size": pa.array([_hex8(s) for s in size_list], pa.string(), mask=no_result),
+        "data_length": pa.array(data_length, pa.int64(), mask=no_result),
+    }
+    return EventColumns(S7commVariable, np.repeat(rows, counts), columns)
+
+
 # ---------------------------------------------------------------------------------------------- dissector
 
 
@@ -910,6 +1014,174 @@ class S7commDissector(Dissector):
         if self._szl_fragments:
             ctx.weird("s7comm_szl_unfinished", f"{len(self._szl_fragments)} SZL answers without last unit")
             self._szl_fragments.clear()
+
+    # ------------------------------------------------------------------ columnar fast path
+
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult:
+        """Read Variable jobs and their ACK-Data answers of the common shape, vectorized.
+
+        A PDU is taken when it is one whole TPKT holding a class-0 COTP DT TPDU with EOT, whose
+        S7comm header announces exactly the bytes present, with function Read Variable and: for a
+        job, only S7ANY item addresses (12 bytes each); for an ACK-Data, data items that the item
+        count accounts for without overrunning. The fixed-layout headers and items are decoded with
+        numpy across the batch; ``apply`` keeps the per-flow state ``parse`` keeps (job items by PDU
+        reference, matched by the answer; DT segments waiting for EOT send the PDU to ``parse``).
+        Everything else (other functions, user data, connection set-up, truncations) goes to
+        :meth:`parse`.
+        """
+        n = len(pdus)
+        length = pdus.length
+        head = pdus.heads(_FAST_HEAD).astype(np.int64)
+        rosctr = head[:, 8]
+        ack = rosctr == ROSCTR_ACK_DATA
+        header_size = np.where(ack, 12, 10)
+        parameter_length = head[:, 13] << 8 | head[:, 14]
+        data_length = head[:, 15] << 8 | head[:, 16]
+        param = 7 + header_size
+        function = np.where(ack, head[:, 19], head[:, 17])
+        count = np.where(ack, head[:, 20], head[:, 18])
+        common = (
+            (length >= _FAST_HEAD)
+            & (head[:, 0] == TPKT_VERSION)
+            & (head[:, 1] == 0)
+            & ((head[:, 2] << 8 | head[:, 3]) == length)
+            & (head[:, 4] == 2)
+            & (head[:, 5] == 0xF0)
+            & (head[:, 6] >= 0x80)
+            & (head[:, 7] == S7COMM_ID)
+            & ((rosctr == ROSCTR_JOB) | ack)
+            & (header_size + parameter_length + data_length == length - 7)
+            & (function == FN_READ_VAR)
+            & (count >= 1)
+        )
+        job = common & ~ack & (parameter_length == 2 + _ITEM_SIZE * count)
+        ack &= common & (parameter_length == 2)
+        buffer = pdus.buffer
+        last = buffer.shape[0] - 1
+
+        # Job items: var spec, spec length 10, S7ANY, then the address fields (12 bytes each).
+        widest = int(count[job].max(initial=0))
+        k = np.arange(widest)
+        job_rows = np.flatnonzero(job)
+        item_start = (pdus.start[job_rows] + param[job_rows] + 2)[:, None] + _ITEM_SIZE * k[None, :]
+        present = k[None, :] < count[job_rows][:, None]
+        spec = buffer[np.minimum(item_start[:, :, None] + np.arange(_ITEM_SIZE), last)].astype(np.int64)
+        good = ~present | ((spec[:, :, 1] == 10) & (spec[:, :, 2] == SYNTAX_S7ANY))
+        job[job_rows] = good.all(axis=1)
+        item_values = (
+            spec[:, :, 3],
+            spec[:, :, 4] << 8 | spec[:, :, 5],
+            spec[:, :, 6] << 8 | spec[:, :, 7],
+            spec[:, :, 8],
+            spec[:, :, 9] << 16 | spec[:, :, 10] << 8 | spec[:, :, 11],
+        )
+        job_slot = np.full(n, -1, dtype=np.int64)
+        job_slot[job_rows] = np.arange(job_rows.shape[0])
+
+        # ACK-Data items: return code, transport size, length, value (padded to even but the last).
+        ack_rows = np.flatnonzero(ack)
+        widest_ack = int(count[ack_rows].max(initial=0))
+        codes = np.zeros((ack_rows.shape[0], widest_ack), dtype=np.int64)
+        sizes = np.zeros_like(codes)
+        value_bytes = np.zeros_like(codes)
+        data_start = pdus.start[ack_rows] + param[ack_rows] + 2
+        available = data_length[ack_rows]
+        ack_count = count[ack_rows]
+        offset = np.zeros(ack_rows.shape[0], dtype=np.int64)
+        ok = np.ones(ack_rows.shape[0], dtype=np.bool_)
+        for item in range(widest_ack):
+            active = ok & (item < ack_count)
+            ok &= ~active | (offset + 4 <= available)
+            active &= ok
+            at = np.minimum(data_start + offset, last - 3)
+            code, size = buffer[at].astype(np.int64), buffer[at + 1].astype(np.int64)
+            bits = (buffer[at + 2].astype(np.int64) << 8) | buffer[at + 3]
+            values = np.where(np.isin(size, _BIT_SIZES), (bits + 7) // 8, bits)
+            codes[:, item], sizes[:, item], value_bytes[:, item] = code, size, values
+            skip = np.where((code == 0) | (code == RETURN_SUCCESS), values, 0)
+            skip += np.where(item + 1 < ack_count, skip % 2, 0)
+            offset = np.where(active, offset + 4 + skip, offset)
+            ok &= ~active | (offset <= available)
+        ack[ack_rows] = ok
+        ack_slot = np.full(n, -1, dtype=np.int64)
+        ack_slot[ack_rows] = np.arange(ack_rows.shape[0])
+
+        handled: npt.NDArray[np.bool_] = job | ack
+        origs = pdus.is_orig.tolist()
+        jobs = job.tolist()
+        references = (head[:, 11] << 8 | head[:, 12]).tolist()
+        counts = count.tolist()
+        job_items: list[list[list[int]]] = np.stack(item_values, axis=2).tolist()
+        """Per job (slot), per item: transport size, length, DB number, area, address."""
+        slots = job_slot.tolist()
+        matched: dict[int, list[_Item]] = {}
+
+        def apply(dissector: S7commDissector, i: int) -> bool:
+            is_orig = origs[i]
+            if dissector._segments[is_orig]:
+                return False  # DT data waiting for EOT: parse() joins them
+            if jobs[i]:
+                items = [
+                    _Item(SYNTAX_S7ANY, v[0], v[1], v[2], v[3], v[4])
+                    for v in job_items[slots[i]][: counts[i]]
+                ]
+                _remember(dissector._var_requests, (is_orig, references[i]), items)
+                matched[i] = items
+            else:
+                matched[i] = dissector._var_requests.pop((not is_orig, references[i]), [])
+            return True
+
+        def build(rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+            m = rows.shape[0]
+            is_ack = ack[rows]
+            rosctr_names = np.where(is_ack, ROSCTR_NAMES[ROSCTR_ACK_DATA], ROSCTR_NAMES[ROSCTR_JOB])
+            references_m = head[rows, 11] << 8 | head[rows, 12]
+            cotp: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "pdu_code": pa.array([_hex8(COTP_DT)] * m, pa.string()),
+                "pdu_name": pa.array([COTP_PDU_TYPES[COTP_DT]] * m, pa.string()),
+                "tpdu_number": head[rows, 6] & 0x7F,
+                "last_data_unit": np.ones(m, dtype=np.bool_),
+            }
+            for name in ("destination_reference", "source_reference", "tpdu_class", "tpdu_size", "reason"):
+                cotp[name] = pa.nulls(m, pa.int64())
+            for name in ("calling_tsap", "called_tsap"):
+                cotp[name] = pa.nulls(m, pa.string())
+            error_class = head[rows, 17]
+            error_code = head[rows, 18]
+            s7: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "rosctr_code": rosctr[rows],
+                "rosctr_name": pa.array(rosctr_names, pa.string()),
+                "pdu_reference": references_m,
+                "function_code": pa.array([_hex8(FN_READ_VAR)] * m, pa.string()),
+                "function_name": pa.array([FUNCTIONS[FN_READ_VAR]] * m, pa.string()),
+                "error_class": pa.array(
+                    [_error_class_name(c) for c in error_class.tolist()], pa.string(), mask=~is_ack
+                ),
+                "error_code": pa.array([_HEX8[c] for c in error_code.tolist()], pa.string(), mask=~is_ack),
+            }
+            for name in ("subfunction_code", "subfunction_name", "pi_service"):
+                s7[name] = pa.nulls(m, pa.string())
+            for name in ("max_amq_calling", "max_amq_called", "pdu_length"):
+                s7[name] = pa.nulls(m, pa.int64())
+            s7["pi_arguments"] = pa.nulls(m, pa.list_(pa.string()))
+            return (
+                EventColumns(Cotp, rows, cotp),
+                EventColumns(S7comm, rows, s7),
+                _variable_columns(
+                    rows,
+                    count[rows],
+                    is_ack,
+                    references_m,
+                    matched,
+                    ack_slot[rows],
+                    codes,
+                    sizes,
+                    value_bytes,
+                ),
+            )
+
+        return BatchResult(handled, apply=apply, build=build)
 
     # ------------------------------------------------------------------ COTP
 
