@@ -29,7 +29,7 @@ from typing import Any
 from bench_sensor_core import DATA, _count_packets, _max_rss_mb, _pin_to_one_core
 
 
-def _worker(capture: Path, inventory: bool) -> None:
+def _worker(capture: Path, inventory: bool, keep: bool) -> None:
     _pin_to_one_core()
     from fieldward.pipeline import AnalysisOptions, analyze
 
@@ -44,11 +44,13 @@ def _worker(capture: Path, inventory: bool) -> None:
         start = time.perf_counter()
         result = analyze([capture], Path(out), AnalysisOptions(inventory=inventory))
         seconds = time.perf_counter() - start
-        devices = json.loads((Path(out) / "devices.json").read_text())["devices"] if inventory else []
-    print(
-        json.dumps({"seconds": seconds, "max_rss_mb": _max_rss_mb(), "devices": devices, "n": len(devices)})
-    )
-    del result
+        peak = _max_rss_mb()  # before the devices are read back for scoring
+        count = len(result.inventory.devices) if result.inventory is not None else 0
+        del result
+        devices = (
+            json.loads((Path(out) / "devices.json").read_text())["devices"] if inventory and keep else []
+        )
+    print(json.dumps({"seconds": seconds, "max_rss_mb": peak, "devices": devices, "n": count}))
 
 
 def _run(capture: Path, inventory: bool) -> dict[str, Any]:
@@ -70,12 +72,12 @@ def _run(capture: Path, inventory: bool) -> dict[str, Any]:
     return result
 
 
-def _cost(capture: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _cost(capture: Path, keep: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     packets = _count_packets(capture)
     print(f"\ncapture: {capture} ({packets:,} packets, {capture.stat().st_size / 2**20:,.1f} MiB)")
     subprocess.run(["cat", str(capture)], stdout=subprocess.DEVNULL, check=False)
-    without = _run(capture, inventory=False)
-    with_inventory = _run(capture, inventory=True)
+    without = _run(capture, inventory=False, keep=False)
+    with_inventory = _run(capture, inventory=True, keep=keep)
     share = (with_inventory["seconds"] - without["seconds"]) / with_inventory["seconds"]
     print(f"{'run':<22} {'seconds':>9} {'packets/s':>12} {'peak MB':>9} {'devices':>9}")
     for label, res in (("without inventory", without), ("with inventory", with_inventory)):
@@ -97,7 +99,7 @@ def accuracy(devices: int, minutes: float, seed: int) -> None:
         generate_capture(capture.with_suffix(".tmp"), config)
         capture.with_suffix(".tmp").replace(capture)
     truth = plant_truth(config)
-    _without, run = _cost(capture)
+    _without, run = _cost(capture, keep=True)
     table = score(truth, run["devices"])
     print(f"\naccuracy against the ground truth of {len(truth)} devices (matched by MAC):")
     print(f"{'attribute':<16} {'precision':>10} {'recall':>8} {'reported':>9} {'in truth':>9}")
@@ -244,9 +246,12 @@ def main() -> None:
     parser.add_argument(
         "--inventory", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--keep", action=argparse.BooleanOptionalAction, default=False, help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
-        _worker(args.worker, args.inventory)
+        _worker(args.worker, args.inventory, args.keep)
         return
     accuracy(args.devices, args.minutes, args.seed)
     if args.scale:

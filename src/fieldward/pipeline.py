@@ -331,9 +331,9 @@ def _analyze(
         sink.write(table)
 
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
-        if builder is not None:
-            builder.observe_batch(batch, decoded)
         assignment = flows.update(batch, decoded)
+        if builder is not None:
+            builder.observe_batch(batch, decoded, assignment.flow_id)
         engine.process(batch, decoded, assignment)
         if len(batch):
             finished(flows.expire(int(batch.ts_ns.max())))

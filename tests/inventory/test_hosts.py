@@ -11,6 +11,7 @@ import dpkt
 import pytest
 
 from fieldward.capture.reader import open_capture
+from fieldward.decode.flows import FlowTable
 from fieldward.decode.l2l4 import decode_batch
 from fieldward.generator import GeneratorConfig, generate_capture
 from fieldward.inventory.hosts import HostObserver, initial_ttl, mac_text
@@ -24,12 +25,16 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def observe(capture: Path, batch_packets: int) -> HostObserver:
+def observe(capture: Path, batch_packets: int, with_flows: bool = False) -> HostObserver:
+    """With ``with_flows``, as the analysis job feeds it: with the flow table's assignment."""
     observer = HostObserver()
     weird = WeirdLog()
+    flows = FlowTable(weird=weird)
     with open_capture(capture, batch_packets=batch_packets, weird=weird) as reader:
         for batch in reader:
-            observer.observe(batch, decode_batch(batch, weird))
+            decoded = decode_batch(batch, weird)
+            flow_id = flows.update(batch, decoded).flow_id if with_flows else None
+            observer.observe(batch, decoded, flow_id)
     return observer
 
 
@@ -86,8 +91,9 @@ def totals(
     return bindings, arp, syn
 
 
-def test_vectorized_aggregation_matches_per_packet_reference(capture: Path) -> None:
-    ours = totals(observe(capture, 65536))
+@pytest.mark.parametrize("with_flows", [False, True])
+def test_vectorized_aggregation_matches_per_packet_reference(capture: Path, with_flows: bool) -> None:
+    ours = totals(observe(capture, 65536, with_flows))
     expected = reference(capture)
     assert ours[0] == expected[0]
     assert ours[1] == expected[1]
@@ -98,7 +104,7 @@ def test_vectorized_aggregation_matches_per_packet_reference(capture: Path) -> N
 @pytest.mark.parametrize("batch_packets", [1, 97, 4096])
 def test_totals_do_not_depend_on_batch_size(capture: Path, batch_packets: int) -> None:
     whole = observe(capture, 1 << 20)
-    split = observe(capture, batch_packets)
+    split = observe(capture, batch_packets, with_flows=batch_packets != 97)
     assert totals(split) == totals(whole)
     assert {k: (a.first, a.last) for k, a in split.bindings.items()} == {
         k: (a.first, a.last) for k, a in whole.bindings.items()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,8 +162,10 @@ class InventoryBuilder:
 
     # ------------------------------------------------------------------ streams in
 
-    def observe_batch(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
-        self.hosts.observe(batch, decoded)
+    def observe_batch(
+        self, batch: PacketBatch, decoded: DecodedBatch, flow_id: npt.NDArray[np.int64] | None = None
+    ) -> None:
+        self.hosts.observe(batch, decoded, flow_id)
 
     def observe_flows(self, table: pa.Table) -> None:
         """Reduce a table of finished flows (flows.parquet schema, with ``service``) to edges."""
@@ -357,7 +360,8 @@ class InventoryBuilder:
         """Fold the evidence into the devices: a MAC's to its device; an address's to the device
         that used it at the time of each piece of evidence (an address can change hands)."""
         unattributed = 0
-        for (kind, address), record in self._records.items():
+        while self._records:  # consumed as folded: the evidence moves into the devices
+            (kind, address), record = self._records.popitem()
             if kind == "mac":
                 key = f"mac:{address}"
                 if key not in devices:
