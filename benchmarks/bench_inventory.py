@@ -53,15 +53,10 @@ def _worker(capture: Path, inventory: bool, keep: bool) -> None:
     print(json.dumps({"seconds": seconds, "max_rss_mb": peak, "devices": devices, "n": count}))
 
 
-def _run(capture: Path, inventory: bool) -> dict[str, Any]:
+def _run(capture: Path, inventory: bool, keep: bool) -> dict[str, Any]:
+    flags = ["--inventory" if inventory else "--no-inventory", "--keep" if keep else "--no-keep"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            str(capture),
-            "--inventory" if inventory else "--no-inventory",
-        ],
+        [sys.executable, __file__, "--worker", str(capture), *flags],
         capture_output=True,
         text=True,
         check=False,

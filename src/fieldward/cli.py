@@ -114,6 +114,8 @@ def _run_analysis(
         if result.inventory is not None:
             records = [device.to_json() for device in result.inventory.devices]
             _print_devices(console, records, limit=INVENTORY_ROWS_SHOWN)
+        if result.alerts:
+            _print_alerts(console, [alert.to_json() for alert in result.alerts])
 
 
 def _print_summary(console: Console, summary: dict[str, object], out: Path) -> None:
@@ -164,11 +166,36 @@ def _print_summary(console: Console, summary: dict[str, object], out: Path) -> N
         console.print(weirds)
     console.print(
         f"Results written to [bold]{out}[/bold] "
-        "(flows.parquet, events/, devices.json, communications.parquet, summary.json)"
+        "(flows.parquet, events/, devices.json, communications.parquet, alerts.jsonl, summary.json)"
     )
 
 
 INVENTORY_ROWS_SHOWN = 40
+ALERT_ROWS_SHOWN = 30
+_SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
+
+
+def _print_alerts(console: Console, alerts: list[dict[str, Any]]) -> None:
+    """Alerts, most severe first (the rest are in alerts.jsonl)."""
+    ranked = sorted(alerts, key=lambda a: (_SEVERITY_ORDER.index(a["severity"]), a["first_ts"]))
+    table = Table(title=f"Alerts ({len(alerts):,})", title_justify="left")
+    for column in ("severity", "alert", "source", "destination", "count", "first seen", "ATT&CK"):
+        table.add_column(column, overflow="fold")
+    for alert in ranked[:ALERT_ROWS_SHOWN]:
+        table.add_row(
+            alert["severity"],
+            alert["title"],
+            alert["src"],
+            alert["dst"],
+            f"{alert['count']:,}",
+            alert["first_ts"][:19],
+            ", ".join(alert["mitre"]),
+        )
+    console.print(table)
+    if len(alerts) > ALERT_ROWS_SHOWN:
+        console.print(f"... {len(alerts) - ALERT_ROWS_SHOWN:,} more in alerts.jsonl")
+
+
 _BACKGROUND_PROTOCOLS = frozenset({"dns", "ntp", "dhcp", "arp", "ssdp", "mdns"})
 
 

@@ -37,6 +37,8 @@ from fieldward.decode.columns import (
 from fieldward.decode.flows import FlowConfig, FlowTable
 from fieldward.decode.fragments import FragmentReassembler
 from fieldward.decode.l2l4 import decode_batch
+from fieldward.detect.engine import DetectionEngine, write_alerts_jsonl
+from fieldward.detect.model import Alert
 from fieldward.errors import FieldWardError
 from fieldward.events_out import EventWriter
 from fieldward.inventory import Inventory, InventoryBuilder, InventorySettings
@@ -66,6 +68,8 @@ class AnalysisOptions:
     inventory: bool = True
     """Build the device inventory (``devices.json``, ``communications.parquet``)."""
     inventory_settings: InventorySettings = field(default_factory=InventorySettings)
+    detect: bool = True
+    """Run the detection engines (``alerts.jsonl``)."""
 
 
 @dataclass
@@ -165,6 +169,7 @@ class AnalysisResult:
     elapsed_s: float
     out_dir: Path | None
     inventory: Inventory | None = None
+    alerts: list[Alert] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         t = self.totals
@@ -191,6 +196,8 @@ class AnalysisResult:
             "weird": self.weird.summary(),
             "weird_total": self.weird.total,
             "devices": len(self.inventory.devices) if self.inventory is not None else None,
+            "alerts": len(self.alerts),
+            "alerts_by_severity": dict(Counter(a.type.severity.value for a in self.alerts).most_common()),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -247,31 +254,32 @@ def iter_decoded(
 
 
 class EventFanout:
-    """Hands every event to the event writer, and the ones the inventory reads to the inventory."""
+    """Hands every event to the event writer, and to the consumers (inventory, detection) that read
+    its log; each event type's consumers are looked up once."""
 
-    def __init__(self, writer: EventWriter, inventory: InventoryBuilder | None) -> None:
+    def __init__(self, writer: EventWriter, consumers: Sequence[InventoryBuilder | DetectionEngine]) -> None:
         self.writer = writer
-        self.inventory = inventory
-        self._wanted: dict[type[Event], bool] = {}
+        self.consumers = consumers
+        self._routes: dict[type[Event], list[InventoryBuilder | DetectionEngine]] = {}
 
-    def _wants(self, event_type: type[Event]) -> bool:
-        wanted = self._wanted.get(event_type)
-        if wanted is None:
-            wanted = self._wanted[event_type] = self.inventory is not None and self.inventory.wants(
-                event_type.log
-            )
-        return wanted
+    def _route(self, event_type: type[Event]) -> list[InventoryBuilder | DetectionEngine]:
+        route = self._routes.get(event_type)
+        if route is None:
+            route = self._routes[event_type] = [c for c in self.consumers if c.wants(event_type.log)]
+        return route
 
     def __call__(self, event: Event) -> None:
         self.writer(event)
-        if self.inventory is not None and self._wants(type(event)):
-            self.inventory.observe_event(event)
+        for consumer in self._route(type(event)):
+            consumer.observe_event(event)
 
     def write_table(self, event_type: type[Event], table: pa.Table) -> None:
         self.writer.write_table(event_type, table)
-        if self.inventory is not None and self._wants(event_type):
+        route = self._route(event_type)
+        if route:
             for event in events_of_table(event_type, table):
-                self.inventory.observe_event(event)
+                for consumer in route:
+                    consumer.observe_event(event)
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -319,7 +327,9 @@ def _analyze(
     events = EventWriter(out_dir / "events" if out_dir is not None else None)
     registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
     builder = InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
-    engine = ProtocolEngine(registry, EventFanout(events, builder), weird, options.protocols)
+    detection = DetectionEngine(weird=weird) if options.detect else None
+    consumers = [c for c in (builder, detection) if c is not None]
+    engine = ProtocolEngine(registry, EventFanout(events, consumers), weird, options.protocols)
 
     def finished(table: pa.Table) -> None:
         flow_ids = table.column("flow_id")
@@ -328,6 +338,8 @@ def _analyze(
             engine.close_flows(flow_ids.to_pylist())
         if builder is not None:
             builder.observe_flows(table)
+        if detection is not None:
+            detection.observe_flows(table)
         sink.write(table)
 
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
@@ -358,6 +370,14 @@ def _analyze(
     inventory = builder.build() if builder is not None else None
     if inventory is not None and out_dir is not None:
         inventory.write(out_dir)
+    alerts: list[Alert] = []
+    if detection is not None:
+        detection.finish()
+        alerts = list(detection.alerts)
+        if inventory is not None:
+            attribute_alerts(alerts, inventory)
+        if out_dir is not None:
+            write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
     result = AnalysisResult(
         captures=[str(c) for c in captures],
         totals=totals,
@@ -369,10 +389,22 @@ def _analyze(
         elapsed_s=time.perf_counter() - started,
         out_dir=out_dir,
         inventory=inventory,
+        alerts=alerts,
     )
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result
+
+
+def attribute_alerts(alerts: Sequence[Alert], inventory: Inventory) -> None:
+    """Name each alert's source and destination devices from the inventory's address book."""
+    by_ip: dict[str, str] = {}
+    for device in inventory.devices:
+        for ip in device.ips:
+            by_ip.setdefault(ip, device.id)
+    for alert in alerts:
+        alert.src_device = by_ip.get(alert.src)
+        alert.dst_device = by_ip.get(alert.dst)
 
 
 __all__ = [

@@ -1,0 +1,170 @@
+"""The detection SDK: detectors read protocol events (and finished flows) and raise alerts.
+
+A detector is one class in one module, like a dissector: it declares the alert types it raises and
+the event logs it reads. Built-in detectors live in ``fieldward.detect``; third-party ones register
+through the ``fieldward.detectors`` entry point group and get the same API. A detector that raises
+an exception is confined: the event is counted as the weird ``detector_exception`` and the run goes
+on.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC
+from collections.abc import Iterable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import orjson
+import pyarrow as pa
+
+from fieldward.detect.model import Alert, AlertType, Trigger
+from fieldward.weird import WeirdLog
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "fieldward.detectors"
+
+
+class Detector(ABC):  # noqa: B024 - every hook is optional
+    """Base of every detector. Override the hooks you need; raise alerts through ``alerts``."""
+
+    name: ClassVar[str] = ""
+    alert_types: ClassVar[tuple[AlertType, ...]] = ()
+    logs: ClassVar[frozenset[str]] = frozenset()
+    """Event logs ``on_event`` receives."""
+
+    def __init__(self, alerts: AlertBook) -> None:
+        self.alerts = alerts
+
+    def on_event(self, event: Any) -> None:  # noqa: B027 - optional hook
+        """One event of a log in :attr:`logs`."""
+
+    def on_flows(self, flows: pa.Table) -> None:  # noqa: B027 - optional hook
+        """A table of finished flows (flows.parquet schema, with ``service``)."""
+
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """End of input."""
+
+
+class AlertBook:
+    """Every alert of a run; a repeat of (type, source, destination, protocol) aggregates."""
+
+    def __init__(self) -> None:
+        self._alerts: dict[tuple[str, str, str, str], Alert] = {}
+
+    def raise_alert(
+        self,
+        alert_type: AlertType,
+        *,
+        ts: int,
+        src: str,
+        dst: str,
+        protocol: str,
+        explanation: str,
+        flow_id: int = -1,
+        details: dict[str, Any] | None = None,
+    ) -> Alert:
+        key = (alert_type.id, src, dst, protocol)
+        trigger = Trigger(flow_id, ts) if flow_id >= 0 else None
+        alert = self._alerts.get(key)
+        if alert is not None:
+            alert.repeat(ts, trigger)
+            return alert
+        alert = self._alerts[key] = Alert(
+            type=alert_type,
+            src=src,
+            dst=dst,
+            protocol=protocol,
+            first_ts=ts,
+            last_ts=ts,
+            explanation=explanation,
+            triggers=[trigger] if trigger is not None else [],
+            details=dict(details or {}),
+        )
+        return alert
+
+    def __iter__(self) -> Iterator[Alert]:
+        return iter(sorted(self._alerts.values(), key=lambda a: (a.first_ts, a.type.id, a.src, a.dst)))
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+
+def builtin_detectors() -> list[type[Detector]]:
+    from fieldward.detect.operations import OperationsDetector
+    from fieldward.detect.recon import ReconDetector
+
+    return [OperationsDetector, ReconDetector]
+
+
+def installed_detectors(plugins: bool = True) -> list[type[Detector]]:
+    """Built-in detectors, then the ones registered under the ``fieldward.detectors`` entry points."""
+    found = builtin_detectors()
+    if plugins:
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                cls = point.load()
+            except Exception as exc:  # a broken plugin must not stop the sensor
+                logger.warning("detector plugin %s failed to load: %s", point.name, exc)
+                continue
+            if isinstance(cls, type) and issubclass(cls, Detector):
+                found.append(cls)
+    return found
+
+
+class DetectionEngine:
+    """Runs the detectors over a run's events and flows; ``alerts`` holds what they raised."""
+
+    def __init__(
+        self,
+        detectors: Iterable[type[Detector]] | None = None,
+        weird: WeirdLog | None = None,
+    ) -> None:
+        self.alerts = AlertBook()
+        self.weird = weird if weird is not None else WeirdLog()
+        self.detectors = [
+            cls(self.alerts) for cls in (detectors if detectors is not None else installed_detectors())
+        ]
+        self._routes: dict[str, list[Detector]] = {}
+        for detector in self.detectors:
+            for log in detector.logs:
+                self._routes.setdefault(log, []).append(detector)
+        self._failed: set[str] = set()
+
+    def wants(self, log: str) -> bool:
+        return log in self._routes
+
+    def observe_event(self, event: Any) -> None:
+        for detector in self._routes.get(event.log, ()):
+            self._guard(detector, detector.on_event, event)
+
+    def observe_flows(self, flows: pa.Table) -> None:
+        for detector in self.detectors:
+            self._guard(detector, detector.on_flows, flows)
+
+    def finish(self) -> None:
+        for detector in self.detectors:
+            self._guard(detector, detector.finish)
+
+    def _guard(self, detector: Detector, hook: Any, *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception as exc:  # a detector bug must not stop the run
+            self.weird.report("detector_exception", "detect", f"{detector.name}: {type(exc).__name__}")
+            if detector.name not in self._failed:
+                self._failed.add(detector.name)
+                logger.info("detector %s raised %s: %s", detector.name, type(exc).__name__, exc)
+
+    def alert_types(self) -> list[AlertType]:
+        return [t for detector in self.detectors for t in detector.alert_types]
+
+
+def write_alerts_jsonl(alerts: Iterable[Alert], path: Any) -> int:
+    """One JSON object per line (``alerts.jsonl``); returns the number written."""
+    count = 0
+    with open(path, "wb") as handle:
+        for alert in alerts:
+            handle.write(orjson.dumps(alert.to_json()) + b"\n")
+            count += 1
+    return count

@@ -1,0 +1,270 @@
+"""Reconnaissance: port and ping scans, and industrial discovery sweeps.
+
+Scans are found in the finished flows, grouped with Arrow: a source that tries many ports of one
+host (vertical scan), one port on many hosts (horizontal scan), or pings many hosts (ping sweep),
+counting only attempts a scanner makes (unanswered or rejected TCP connections, ICMP echo
+requests). Industrial discovery is read from the protocol events: EtherNet/IP ListIdentity and
+BACnet Who-Is sent to many devices or to broadcast, a Modbus unit id sweep, SZL reads of many S7
+PLCs. Thresholds are per run (an offline capture) and set in :class:`ReconSettings`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fieldward.detect.engine import AlertBook, Detector
+from fieldward.detect.model import AlertType, Severity
+
+ENGINE = "recon"
+FAILED_TCP_STATES = ("S0", "REJ", "RSTOS0", "RSTR", "SH", "OTH")
+"""TCP flows that never became a conversation: what scanners leave behind."""
+ICMP_ECHO_REQUEST = 8
+ICMPV6_ECHO_REQUEST = 128
+CAP = 4096
+"""Distinct targets kept per source (enough to judge, bounded memory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconSettings:
+    vertical_ports: int = 20
+    """Distinct ports of one host a source must try (without conversation) to be a vertical scan."""
+    horizontal_hosts: int = 20
+    """Distinct hosts on one port a source must try (without conversation) to be a horizontal scan."""
+    ping_hosts: int = 20
+    discovery_hosts: int = 10
+    """Distinct devices an ICS discovery request (ListIdentity, Who-Is, SZL read) must reach."""
+    unit_ids: int = 10
+    """Distinct Modbus unit ids one source must address on one device to be a unit id sweep."""
+
+
+def _type(name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str) -> AlertType:
+    fix = (
+        "Identify the source. Scans from anything but an approved asset-management tool are an early "
+        "attack step: isolate the host and look for other activity from it."
+    )
+    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre)
+
+
+VERTICAL = _type(
+    "port_scan_vertical",
+    "Port scan of a device",
+    Severity.HIGH,
+    ("T0846",),
+    "One source tried many ports of one device without holding a conversation on them.",
+)
+HORIZONTAL = _type(
+    "port_scan_horizontal",
+    "Port sweep across devices",
+    Severity.HIGH,
+    ("T0846",),
+    "One source tried the same port on many devices without holding a conversation.",
+)
+PING = _type(
+    "ping_sweep",
+    "Ping sweep",
+    Severity.MEDIUM,
+    ("T0846",),
+    "One source sent ICMP echo requests to many hosts.",
+)
+CIP_SWEEP = _type(
+    "cip_list_identity_sweep",
+    "EtherNet/IP ListIdentity discovery",
+    Severity.MEDIUM,
+    ("T0846", "T0888"),
+    "A host asked many devices (or the broadcast address) who they are with ListIdentity.",
+)
+BACNET_SWEEP = _type(
+    "bacnet_who_is",
+    "BACnet Who-Is discovery",
+    Severity.LOW,
+    ("T0846",),
+    "A host sent BACnet Who-Is to find the building-automation devices.",
+)
+MODBUS_SWEEP = _type(
+    "modbus_unit_id_sweep",
+    "Modbus unit id sweep",
+    Severity.MEDIUM,
+    ("T0846",),
+    "A host addressed many Modbus unit ids of one gateway or device: a search for slaves behind it.",
+)
+SZL_SCAN = _type(
+    "s7_szl_scan",
+    "S7 identification scan",
+    Severity.MEDIUM,
+    ("T0888",),
+    "A host read the system status lists (identity, modules) of many S7 PLCs.",
+)
+
+
+class ReconDetector(Detector):
+    name: ClassVar[str] = ENGINE
+    alert_types: ClassVar[tuple[AlertType, ...]] = (
+        VERTICAL,
+        HORIZONTAL,
+        PING,
+        CIP_SWEEP,
+        BACNET_SWEEP,
+        MODBUS_SWEEP,
+        SZL_SCAN,
+    )
+    logs: ClassVar[frozenset[str]] = frozenset({"enip", "bacnet_discovery", "modbus", "s7comm_read_szl"})
+
+    def __init__(self, alerts: AlertBook, settings: ReconSettings | None = None) -> None:
+        super().__init__(alerts)
+        self.settings = settings or ReconSettings()
+        self._ports: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self._hosts: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+        self._pinged: dict[str, set[str]] = defaultdict(set)
+        self._first: dict[tuple[str, ...], tuple[int, int]] = {}
+        """(kind, source, ...) -> (time, flow id) of the first attempt: the alert's start and trigger."""
+        self._discovery: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._units: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    # ------------------------------------------------------------------ flows
+
+    def on_flows(self, flows: pa.Table) -> None:
+        if flows.num_rows == 0:
+            return
+        tcp = pc.and_(
+            pc.equal(flows["proto"], "tcp"), pc.is_in(flows["conn_state"], pa.array(FAILED_TCP_STATES))
+        )
+        attempts = flows.filter(pc.fill_null(tcp, False)).select(
+            ["orig_ip", "resp_ip", "resp_port", "first_ts", "flow_id"]
+        )
+        for src, dst, port, ts, flow in zip(
+            *(attempts[c].to_pylist() for c in attempts.column_names), strict=True
+        ):
+            ports = self._ports[(src, dst)]
+            if len(ports) < CAP:
+                ports.add(port)
+            hosts = self._hosts[(src, "tcp", port)]
+            if len(hosts) < CAP:
+                hosts.add(dst)
+            self._remember(("tcp", src, dst), ts, flow)
+            self._remember(("tcp-port", src, str(port)), ts, flow)
+        echo = pc.or_(
+            pc.and_(pc.equal(flows["proto"], "icmp"), pc.equal(flows["orig_port"], ICMP_ECHO_REQUEST)),
+            pc.and_(pc.equal(flows["proto"], "icmpv6"), pc.equal(flows["orig_port"], ICMPV6_ECHO_REQUEST)),
+        )
+        pings = flows.filter(pc.fill_null(echo, False)).select(["orig_ip", "resp_ip", "first_ts", "flow_id"])
+        for src, dst, ts, flow in zip(*(pings[c].to_pylist() for c in pings.column_names), strict=True):
+            if len(self._pinged[src]) < CAP:
+                self._pinged[src].add(dst)
+            self._remember(("ping", src), ts, flow)
+
+    def _remember(self, key: tuple[str, ...], ts: Any, flow: int) -> None:
+        ns = _ns(ts)
+        known = self._first.get(key)
+        if known is None or ns < known[0]:
+            self._first[key] = (ns, flow)
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, event: Any) -> None:
+        if not event.is_orig:
+            return
+        log = event.log
+        if log == "enip" and event.enip_command == "List Identity":
+            self._discover(CIP_SWEEP.id, event, "enip")
+        elif log == "bacnet_discovery" and event.pdu_service == "who-is":
+            self._discover(BACNET_SWEEP.id, event, "bacnet")
+        elif log == "s7comm_read_szl" and event.method == "Request":
+            self._discover(SZL_SCAN.id, event, "s7comm")
+        elif log == "modbus" and event.pdu_type == "REQ":
+            units = self._units[(event.orig_h, event.resp_h)]
+            if len(units) < CAP:
+                units.add(int(event.unit))
+            self._remember(("modbus", event.orig_h, event.resp_h), int(event.ts), int(event.flow_id))
+
+    def _discover(self, kind: str, event: Any, protocol: str) -> None:
+        targets = self._discovery[(kind, event.orig_h)]
+        if len(targets) < CAP:
+            targets.add(event.resp_h)
+        self._remember((kind, event.orig_h, protocol), int(event.ts), int(event.flow_id))
+
+    # ------------------------------------------------------------------ verdicts
+
+    def finish(self) -> None:
+        limits = self.settings
+        for (src, dst), ports in sorted(self._ports.items()):
+            if len(ports) >= limits.vertical_ports:
+                self._alert(
+                    VERTICAL,
+                    ("tcp", src, dst),
+                    src,
+                    dst,
+                    "tcp",
+                    f"{src} tried {len(ports)} TCP ports of {dst}",
+                    ports=len(ports),
+                )
+        for (src, _tcp, port), hosts in sorted(self._hosts.items()):
+            if len(hosts) >= limits.horizontal_hosts:
+                text = f"{src} tried TCP port {port} on {len(hosts)} hosts"
+                self._alert(
+                    HORIZONTAL, ("tcp-port", src, str(port)), src, f"*:{port}", "tcp", text, hosts=len(hosts)
+                )
+        for src, hosts in sorted(self._pinged.items()):
+            if len(hosts) >= limits.ping_hosts:
+                self._alert(
+                    PING,
+                    ("ping", src),
+                    src,
+                    "*",
+                    "icmp",
+                    f"{src} pinged {len(hosts)} hosts",
+                    hosts=len(hosts),
+                )
+        protocols = {
+            CIP_SWEEP.id: ("enip", CIP_SWEEP),
+            BACNET_SWEEP.id: ("bacnet", BACNET_SWEEP),
+            SZL_SCAN.id: ("s7comm", SZL_SCAN),
+        }
+        for (kind, src), targets in sorted(self._discovery.items()):
+            protocol, alert_type = protocols[kind]
+            broadcast = any(t.endswith(".255") or t.startswith("ff") for t in targets)
+            if len(targets) >= limits.discovery_hosts or (broadcast and kind != SZL_SCAN.id):
+                text = f"{src} sent {alert_type.title.split(' ', 1)[-1]} to {len(targets)} destination(s)"
+                if broadcast:
+                    text += " including a broadcast address"
+                self._alert(alert_type, (kind, src, protocol), src, "*", protocol, text, targets=len(targets))
+        for (src, dst), units in sorted(self._units.items()):
+            if len(units) >= limits.unit_ids:
+                text = f"{src} addressed {len(units)} Modbus unit ids at {dst}"
+                self._alert(MODBUS_SWEEP, ("modbus", src, dst), src, dst, "modbus", text, unit_ids=len(units))
+
+    def _alert(
+        self,
+        alert_type: AlertType,
+        key: tuple[str, ...],
+        src: str,
+        dst: str,
+        protocol: str,
+        text: str,
+        **details: Any,
+    ) -> None:
+        ts, flow = self._first.get(key, (0, -1))
+        self.alerts.raise_alert(
+            alert_type,
+            ts=ts,
+            src=src,
+            dst=dst,
+            protocol=protocol,
+            explanation=text,
+            flow_id=flow,
+            details=details,
+        )
+
+
+def _ns(ts: Any) -> int:
+    """Nanoseconds of an Arrow timestamp as to_pylist gives it (datetime or pandas Timestamp) or an int."""
+    if isinstance(ts, int):
+        return ts
+    value = getattr(ts, "value", None)
+    if isinstance(value, int):
+        return value
+    return int(ts.timestamp() * 1_000_000) * 1000
