@@ -275,10 +275,11 @@ class EventFanout:
 
     def write_table(self, event_type: type[Event], table: pa.Table) -> None:
         self.writer.write_table(event_type, table)
-        route = self._route(event_type)
-        if route:
-            for event in events_of_table(event_type, table):
-                for consumer in route:
+        for consumer in self._route(event_type):
+            if isinstance(consumer, DetectionEngine):
+                consumer.observe_table(event_type, table)  # detectors filter columns first
+            else:
+                for event in events_of_table(event_type, table):
                     consumer.observe_event(event)
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from fieldward.detect.engine import Detector
 from fieldward.detect.model import AlertType, Severity
 
@@ -171,6 +174,18 @@ class OperationsDetector(Detector):
             "modbus",
         }
     )
+
+    def table_filter(self, log: str, table: pa.Table) -> pa.Array | None:
+        """Only the rows that can be an operation: never the bulk of register reads."""
+        if log == "modbus":
+            return pc.equal(table["function_code"], 8)
+        if log == "s7comm":
+            functions = pc.is_in(table["function_name"], pa.array(["PLC Stop", "PLC Control"]))
+            subfunctions = pc.is_in(table["subfunction_name"], pa.array(sorted(S7_MODES | {"PLC Password"})))
+            return pc.or_(pc.fill_null(functions, False), pc.fill_null(subfunctions, False))
+        if log == "cip":
+            return pc.equal(table["cip_service"], "Reset")
+        return None
 
     def on_event(self, event: Any) -> None:
         handler = getattr(self, f"_{event.log}", None)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from fieldward.detect.engine import AlertBook, Detector
 from fieldward.detect.model import AlertType, Severity
+from fieldward.protocols.base import Event
 
 ENGINE = "recon"
 FAILED_TCP_STATES = ("S0", "REJ", "RSTOS0", "RSTR", "SH", "OTH")
@@ -180,6 +181,35 @@ class ReconDetector(Detector):
             if len(units) < CAP:
                 units.add(int(event.unit))
             self._remember(("modbus", event.orig_h, event.resp_h), int(event.ts), int(event.flow_id))
+
+    def table_filter(self, log: str, table: pa.Table) -> pa.Array | None:
+        if log == "enip":
+            return pc.and_(table["is_orig"], pc.equal(table["enip_command"], "List Identity"))
+        if log == "s7comm_read_szl":
+            return pc.and_(table["is_orig"], pc.equal(table["method"], "Request"))
+        return None
+
+    def on_table(self, event_type: type[Event], table: pa.Table) -> None:
+        if event_type.log != "modbus":
+            super().on_table(event_type, table)
+            return
+        # Columnar: the distinct (master, device, unit) of the requests, with their first packet.
+        requests = table.filter(
+            pc.fill_null(pc.and_(table["is_orig"], pc.equal(table["pdu_type"], "REQ")), False)
+        )
+        if requests.num_rows == 0:
+            return
+        grouped = requests.group_by(["orig_h", "resp_h", "unit"], use_threads=False).aggregate(
+            [("ts", "min"), ("flow_id", "min")]
+        )
+        for src, dst, unit, ts, flow in zip(
+            *(grouped[c].to_pylist() for c in ("orig_h", "resp_h", "unit", "ts_min", "flow_id_min")),
+            strict=True,
+        ):
+            units = self._units[(src, dst)]
+            if len(units) < CAP:
+                units.add(int(unit))
+            self._remember(("modbus", src, dst), ts, int(flow))
 
     def _discover(self, kind: str, event: Any, protocol: str) -> None:
         targets = self._discovery[(kind, event.orig_h)]
