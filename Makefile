@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_sensor_core.py
 	$(BIN)/python benchmarks/bench_dissection.py
-	$(BIN)/python benchmarks/bench_inventory.py --scale 50000
+	$(BIN)/python benchmarks/bench_inventory.py --scale 50000 --polls 300
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache
