@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -107,43 +108,100 @@ def _reduce(keys: tuple[str, ...], rows: Columns) -> Columns:
     return out
 
 
-class Aggregate:
-    """Rows keyed by integer columns with packets, first, last and max_ttl, merged lazily.
+@numba.njit(cache=True, nogil=True)
+def _upsert(
+    table_keys: npt.NDArray[np.uint64],
+    used: npt.NDArray[np.bool_],
+    stats: npt.NDArray[np.int64],
+    keys: npt.NDArray[np.uint64],
+    rows: npt.NDArray[np.int64],
+    size: int,
+) -> tuple[int, int]:
+    """Add ``rows`` (packets, first, last, max_ttl) under ``keys`` into an open-addressing table.
 
-    Each batch adds its own reduced rows; they are merged with numpy (concatenate, sort, reduce)
-    when the pending rows outgrow the merged ones, so the cost per packet stays a few numpy
-    operations whatever the number of hosts, and Python sees each host once, at the end.
+    Returns (rows consumed, entries): it stops once the table is half full so the caller can grow it.
+    """
+    capacity = used.shape[0]
+    mask = capacity - 1
+    width = keys.shape[1]
+    for i in range(keys.shape[0]):
+        h = np.uint64(0x2545F4914F6CDD1D)
+        for j in range(width):
+            h = (h ^ keys[i, j]) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(mask))
+        while True:
+            if not used[slot]:
+                used[slot] = True
+                for j in range(width):
+                    table_keys[slot, j] = keys[i, j]
+                for j in range(4):
+                    stats[slot, j] = rows[i, j]
+                size += 1
+                break
+            same = True
+            for j in range(width):
+                if table_keys[slot, j] != keys[i, j]:
+                    same = False
+                    break
+            if same:
+                stats[slot, 0] += rows[i, 0]
+                stats[slot, 1] = min(stats[slot, 1], rows[i, 1])
+                stats[slot, 2] = max(stats[slot, 2], rows[i, 2])
+                stats[slot, 3] = max(stats[slot, 3], rows[i, 3])
+                break
+            slot = (slot + 1) & mask
+        if 2 * size > capacity:
+            return i + 1, size
+    return keys.shape[0], size
+
+
+class Aggregate:
+    """Rows keyed by integer columns with packets, first, last and max_ttl, summed in place.
+
+    A hashed open-addressing table (numba) updates each host's counters as its rows arrive: the
+    cost per row is constant whatever the number of hosts, and Python sees each host once, at the
+    end (:meth:`merge`).
     """
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
+    def __init__(self, keys: tuple[str, ...], capacity: int = 1 << 12) -> None:
         self.keys = keys
-        self._merged: Columns | None = None
-        self._pending: list[Columns] = []
-        self._pending_rows = 0
+        self._size = 0
+        self._keys = np.zeros((capacity, len(keys)), dtype=np.uint64)
+        self._used = np.zeros(capacity, dtype=np.bool_)
+        self._stats = np.zeros((capacity, 4), dtype=np.int64)
 
     def add(self, rows: Columns) -> None:
-        reduced = _reduce(self.keys, rows)
-        self._pending.append(reduced)
-        self._pending_rows += reduced["packets"].shape[0]
-        merged_rows = 0 if self._merged is None else self._merged["packets"].shape[0]
-        if self._pending_rows > max(1 << 16, 2 * merged_rows):
-            self.merge()
+        keys = np.ascontiguousarray(np.stack([rows[name].astype(np.uint64) for name in self.keys], axis=1))
+        stats = np.ascontiguousarray(
+            np.stack(
+                [rows[name].astype(np.int64) for name in ("packets", "first", "last", "max_ttl")], axis=1
+            )
+        )
+        done = 0
+        while done < keys.shape[0]:
+            taken, self._size = _upsert(
+                self._keys, self._used, self._stats, keys[done:], stats[done:], self._size
+            )
+            done += taken
+            if 2 * self._size > self._used.shape[0]:
+                self._grow()
+
+    def _grow(self) -> None:
+        old = np.flatnonzero(self._used)
+        keys, stats = self._keys[old], self._stats[old]
+        capacity = self._used.shape[0] * 4
+        self._keys = np.zeros((capacity, len(self.keys)), dtype=np.uint64)
+        self._used = np.zeros(capacity, dtype=np.bool_)
+        self._stats = np.zeros((capacity, 4), dtype=np.int64)
+        _taken, self._size = _upsert(self._keys, self._used, self._stats, keys, stats, 0)
 
     def merge(self) -> Columns:
-        parts = ([self._merged] if self._merged is not None else []) + self._pending
-        if not parts:
-            empty: Columns = {name: np.zeros(0, dtype=np.uint64) for name in self.keys}
-            for name in ("packets", "first", "last", "max_ttl"):
-                empty[name] = np.zeros(0, dtype=np.int64)
-            self._merged = empty
-        elif len(parts) > 1:
-            self._merged = _reduce(
-                self.keys, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-            )
-        else:
-            self._merged = parts[0]
-        self._pending, self._pending_rows = [], 0
-        return self._merged
+        """Every row, as columns (key columns, then packets, first, last, max_ttl)."""
+        slots = np.flatnonzero(self._used)
+        out: Columns = {name: self._keys[slots, j] for j, name in enumerate(self.keys)}
+        for j, name in enumerate(("packets", "first", "last", "max_ttl")):
+            out[name] = self._stats[slots, j]
+        return out
 
 
 def _one_per_packet(
