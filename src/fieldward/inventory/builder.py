@@ -425,18 +425,7 @@ class InventoryBuilder:
         grouped = table.group_by(
             ["src_device", "dst_device", "transport", "dst_port", "service"], use_threads=False
         )
-        out = grouped.aggregate(
-            [
-                ("flows", "sum"),
-                ("answered", "sum"),
-                ("src_packets", "sum"),
-                ("dst_packets", "sum"),
-                ("src_bytes", "sum"),
-                ("dst_bytes", "sum"),
-                ("first_ts", "min"),
-                ("last_ts", "max"),
-            ]
-        )
+        out = grouped.aggregate(_edge_aggregates(with_duration=False))
         out = out.rename_columns(
             [n.removesuffix("_sum").removesuffix("_min").removesuffix("_max") for n in out.column_names]
         )
@@ -756,20 +745,19 @@ def _edges_of(flows: pa.Table) -> pa.Table:
     return _merge_edges([table.cast(EDGE_SCHEMA)])
 
 
+EDGE_SUMS = ("flows", "answered", "src_packets", "dst_packets", "src_bytes", "dst_bytes")
+
+
+def _edge_aggregates(with_duration: bool) -> list[tuple[str, str]]:
+    """Counters add up, the time span widens (duration adds up too while edges are merged)."""
+    sums = [*EDGE_SUMS, "duration"] if with_duration else list(EDGE_SUMS)
+    return [(name, "sum") for name in sums] + [("first_ts", "min"), ("last_ts", "max")]
+
+
 def _merge_edges(tables: Iterable[pa.Table]) -> pa.Table:
     table = pa.concat_tables(list(tables))
     grouped = table.group_by(list(EDGE_KEYS), use_threads=False).aggregate(
-        [
-            ("flows", "sum"),
-            ("answered", "sum"),
-            ("src_packets", "sum"),
-            ("dst_packets", "sum"),
-            ("src_bytes", "sum"),
-            ("dst_bytes", "sum"),
-            ("duration", "sum"),
-            ("first_ts", "min"),
-            ("last_ts", "max"),
-        ]
+        _edge_aggregates(with_duration=True)
     )
     names = [n.removesuffix("_sum").removesuffix("_min").removesuffix("_max") for n in grouped.column_names]
     return grouped.rename_columns(names).select(EDGE_SCHEMA.names).cast(EDGE_SCHEMA)
