@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fieldward.protocols.base import Transport, Verdict
@@ -233,6 +233,7 @@ def test_fuzz_never_raises(chunks: list[tuple[bool, bytes]]) -> None:
 @given(
     st.lists(st.tuples(st.integers(0, len(SESSION) - 1), st.integers(0, 80), st.integers(0, 255)), max_size=6)
 )
+@example(flips=[(33, 0, 255)])  # the password's line end turned into IAC: the line never ended
 def test_fuzz_mutated_session_never_leaks_passwords(flips: list[tuple[int, int, int]]) -> None:
     chunks = [(is_orig, bytearray(data)) for is_orig, data in SESSION]
     for index, pos, value in flips:

@@ -298,6 +298,11 @@ class TelnetDissector(Dissector):
                 self._finish(False, ctx)  # asked again: the attempt failed
             elif SUCCESS.search(tail):
                 self._finish(True, ctx)
+        prompt = PASSWORD_PROMPT.search(tail) or LOGIN_PROMPT.search(tail)
+        if prompt and self._line:
+            # An unfinished client line (its line end lost) answers no new prompt; typed at a
+            # password prompt it is a secret, so it must never become the next user name.
+            self._line.clear()
         if PASSWORD_PROMPT.search(tail):
             self._await = _Await.PASSWORD
             self._tail.clear()
