@@ -42,7 +42,7 @@ from fieldward.detect.model import Alert
 from fieldward.errors import FieldWardError
 from fieldward.events_out import EventWriter
 from fieldward.inventory import Inventory, InventoryBuilder, InventorySettings
-from fieldward.protocols.base import Event, events_of_table
+from fieldward.protocols.base import Event
 from fieldward.protocols.engine import ProtocolEngine, ProtocolSettings
 from fieldward.protocols.registry import Registry
 from fieldward.weird import WeirdLog
@@ -276,11 +276,7 @@ class EventFanout:
     def write_table(self, event_type: type[Event], table: pa.Table) -> None:
         self.writer.write_table(event_type, table)
         for consumer in self._route(event_type):
-            if isinstance(consumer, DetectionEngine):
-                consumer.observe_table(event_type, table)  # detectors filter columns first
-            else:
-                for event in events_of_table(event_type, table):
-                    consumer.observe_event(event)
+            consumer.observe_table(event_type, table)  # each filters or converts the rows it needs
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -344,9 +340,9 @@ def _analyze(
         sink.write(table)
 
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
-        assignment = flows.update(batch, decoded)
         if builder is not None:
-            builder.observe_batch(batch, decoded, assignment.flow_id)
+            builder.observe_batch(batch, decoded)
+        assignment = flows.update(batch, decoded)
         engine.process(batch, decoded, assignment)
         if len(batch):
             finished(flows.expire(int(batch.ts_ns.max())))

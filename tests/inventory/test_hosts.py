@@ -11,7 +11,6 @@ import dpkt
 import pytest
 
 from fieldward.capture.reader import open_capture
-from fieldward.decode.flows import FlowTable
 from fieldward.decode.l2l4 import decode_batch
 from fieldward.generator import GeneratorConfig, generate_capture
 from fieldward.inventory.hosts import HostObserver, initial_ttl, mac_text
@@ -25,16 +24,12 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def observe(capture: Path, batch_packets: int, with_flows: bool = False) -> HostObserver:
-    """With ``with_flows``, as the analysis job feeds it: with the flow table's assignment."""
+def observe(capture: Path, batch_packets: int) -> HostObserver:
     observer = HostObserver()
     weird = WeirdLog()
-    flows = FlowTable(weird=weird)
     with open_capture(capture, batch_packets=batch_packets, weird=weird) as reader:
         for batch in reader:
-            decoded = decode_batch(batch, weird)
-            flow_id = flows.update(batch, decoded).flow_id if with_flows else None
-            observer.observe(batch, decoded, flow_id)
+            observer.observe(batch, decode_batch(batch, weird))
     return observer
 
 
@@ -91,9 +86,8 @@ def totals(
     return bindings, arp, syn
 
 
-@pytest.mark.parametrize("with_flows", [False, True])
-def test_vectorized_aggregation_matches_per_packet_reference(capture: Path, with_flows: bool) -> None:
-    ours = totals(observe(capture, 65536, with_flows))
+def test_vectorized_aggregation_matches_per_packet_reference(capture: Path) -> None:
+    ours = totals(observe(capture, 65536))
     expected = reference(capture)
     assert ours[0] == expected[0]
     assert ours[1] == expected[1]
@@ -104,7 +98,7 @@ def test_vectorized_aggregation_matches_per_packet_reference(capture: Path, with
 @pytest.mark.parametrize("batch_packets", [1, 97, 4096])
 def test_totals_do_not_depend_on_batch_size(capture: Path, batch_packets: int) -> None:
     whole = observe(capture, 1 << 20)
-    split = observe(capture, batch_packets, with_flows=batch_packets != 97)
+    split = observe(capture, batch_packets)
     assert totals(split) == totals(whole)
     assert {k: (a.first, a.last) for k, a in split.bindings.items()} == {
         k: (a.first, a.last) for k, a in whole.bindings.items()

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +35,7 @@ from fieldward.inventory.hosts import HostObserver, SynSignature, mac_text
 from fieldward.inventory.model import Attribute, Candidate, Device, DeviceType, Evidence, Role, Service
 from fieldward.inventory.oui import OuiRegistry
 from fieldward.inventory.sources import SOURCES, Target
+from fieldward.protocols.base import Event, events_of_table
 from fieldward.weird import WeirdLog
 
 logger = logging.getLogger(__name__)
@@ -162,10 +162,8 @@ class InventoryBuilder:
 
     # ------------------------------------------------------------------ streams in
 
-    def observe_batch(
-        self, batch: PacketBatch, decoded: DecodedBatch, flow_id: npt.NDArray[np.int64] | None = None
-    ) -> None:
-        self.hosts.observe(batch, decoded, flow_id)
+    def observe_batch(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        self.hosts.observe(batch, decoded)
 
     def observe_flows(self, table: pa.Table) -> None:
         """Reduce a table of finished flows (flows.parquet schema, with ``service``) to edges."""
@@ -197,6 +195,11 @@ class InventoryBuilder:
 
     def wants(self, log: str) -> bool:
         return log in SOURCES
+
+    def observe_table(self, event_type: type[Event], table: pa.Table) -> None:
+        """Events a dissector's fast path produced as a table (none of the identity logs today)."""
+        for event in events_of_table(event_type, table):
+            self.observe_event(event)
 
     def observe_event(self, event: Any) -> None:
         function = SOURCES.get(event.log)

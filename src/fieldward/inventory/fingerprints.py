@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -209,13 +209,13 @@ class Fingerprints:
         Thousands of devices share the same facts but for their names: the verdicts of the rules that
         do not read a unique fact are cached by the device's other facts (the rule set's view of it).
         """
-        relevant = self._relevant_facts()
+        relevant = self._relevant_facts
         signature = (
             second_round,
             frozenset((name, frozenset(values)) for name, values in facts.items() if name in relevant),
         )
         shared = self._verdicts.get(signature)
-        cacheable, uncached = self._partition()[second_round]
+        cacheable, uncached = self._partition[second_round]
         if shared is None:
             if len(self._verdicts) >= self.MAX_CACHED:
                 self._verdicts.clear()
@@ -225,29 +225,23 @@ class Fingerprints:
         own = [(rule, proposed) for rule in uncached if (proposed := rule.apply(facts)) is not None]
         return shared + own if own else shared
 
+    @cached_property
     def _partition(self) -> dict[bool, tuple[list[Rule], list[Rule]]]:
         """Per round: the rules whose verdict can be cached, and those reading unique facts."""
-        known = self.__dict__.get("_partitioned")
-        if known is None:
-            known = {
-                round_: (
-                    [r for r in self.rules if r.second_round == round_ and not r.reads(self.UNIQUE_FACTS)],
-                    [r for r in self.rules if r.second_round == round_ and r.reads(self.UNIQUE_FACTS)],
-                )
-                for round_ in (False, True)
-            }
-            self.__dict__["_partitioned"] = known
-        return known
-
-    def _relevant_facts(self) -> frozenset[str]:
-        known = self.__dict__.get("_relevant")
-        if known is None:
-            known = (
-                frozenset(fact for rule in self.rules for fact, _ in rule.match + rule.unless)
-                - self.UNIQUE_FACTS
+        return {
+            round_: (
+                [r for r in self.rules if r.second_round == round_ and not r.reads(self.UNIQUE_FACTS)],
+                [r for r in self.rules if r.second_round == round_ and r.reads(self.UNIQUE_FACTS)],
             )
-            self.__dict__["_relevant"] = known
-        return known
+            for round_ in (False, True)
+        }
+
+    @cached_property
+    def _relevant_facts(self) -> frozenset[str]:
+        """Every fact a rule reads, but the unique ones: a device's signature for the verdict cache."""
+        return (
+            frozenset(fact for rule in self.rules for fact, _ in rule.match + rule.unless) - self.UNIQUE_FACTS
+        )
 
     @classmethod
     def load(cls, extra: Iterable[Path] = ()) -> Fingerprints:

@@ -95,19 +95,6 @@ def _groups(*keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt.ND
 Columns = dict[str, npt.NDArray[np.uint64] | npt.NDArray[np.int64]]
 
 
-def _reduce(keys: tuple[str, ...], rows: Columns) -> Columns:
-    """Group ``rows`` by the ``keys`` columns: packets summed, first min, last max, max_ttl max."""
-    order, starts = _groups(*(rows[name] for name in keys))  # type: ignore[arg-type]
-    out: Columns = {name: rows[name][order[starts]] for name in keys}
-    out["packets"] = (
-        np.add.reduceat(rows["packets"][order], starts) if starts.shape[0] else rows["packets"][:0]
-    )
-    for name, reducer in (("first", np.minimum), ("last", np.maximum), ("max_ttl", np.maximum)):
-        column = rows[name][order]
-        out[name] = reducer.reduceat(column, starts) if starts.shape[0] else column[:0]
-    return out
-
-
 @numba.njit(cache=True, nogil=True)
 def _upsert(
     table_keys: npt.NDArray[np.uint64],
@@ -215,34 +202,6 @@ def _one_per_packet(
     }
 
 
-def _prereduce_rows(columns: Columns, *exact: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], Columns]:
-    """Group rows by ``columns["key"]`` (sorted alone: one integer column) with groups split
-    wherever one of the ``exact`` columns changes, so a shared key never merges different rows.
-    Returns the positions of each group's first row and the reduced packets/first/last/max_ttl."""
-    key = columns["key"].astype(np.uint64, copy=False)
-    order = np.argsort(key, kind="stable")
-    change = np.zeros(order.shape[0], dtype=bool)
-    change[0] = True
-    for column in (key, *exact):
-        ordered = column[order]
-        change[1:] |= ordered[1:] != ordered[:-1]
-    starts = np.flatnonzero(change)
-    reduced: Columns = {"packets": np.add.reduceat(columns["packets"][order], starts)}
-    for name, reducer in (("first", np.minimum), ("last", np.maximum), ("max_ttl", np.maximum)):
-        reduced[name] = reducer.reduceat(columns[name][order], starts)
-    return order[starts], reduced
-
-
-def _prereduce(
-    keys: tuple[str, ...], columns: Columns, decoded: DecodedBatch, rows: npt.NDArray[np.intp]
-) -> Columns:
-    """Reduce the MAC activity rows by their combined (VLAN << 48 | MAC) key, then name the keys."""
-    first, reduced = _prereduce_rows(columns)
-    picked = rows[first]
-    del keys
-    return {"vlan": decoded.vlan[picked].astype(np.uint64), "mac": decoded.eth_src[picked], **reduced}
-
-
 @dataclass
 class HostObserver:
     """Accumulates host evidence batch by batch (see the module docstring).
@@ -260,22 +219,22 @@ class HostObserver:
     )
     _arp: Aggregate = field(default_factory=lambda: Aggregate(("vlan", "mac", "ip")))
 
-    def observe(
-        self, batch: PacketBatch, decoded: DecodedBatch, flow_id: npt.NDArray[np.int64] | None = None
-    ) -> None:
-        """Add one batch. With ``flow_id`` (the flow table's assignment), packets are first reduced
-        per flow and source MAC, one cheap sort on two integer columns."""
+    def observe(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        """Add one batch: every row goes straight into the hashed aggregates."""
         if decoded.n == 0:
             return
         ts = batch.ts_ns
         unicast = (decoded.eth_src & GROUP_BIT) == 0
         rows = np.flatnonzero((decoded.eth_src != 0) & unicast)
         if rows.shape[0]:
-            key = (decoded.vlan[rows].astype(np.uint64) << np.uint64(48)) | decoded.eth_src[rows]
             self._macs.add(
-                _prereduce(("vlan", "mac"), {"key": key, **_one_per_packet(rows, ts, None)}, decoded, rows)
+                {
+                    "vlan": decoded.vlan[rows].astype(np.uint64),
+                    "mac": decoded.eth_src[rows],
+                    **_one_per_packet(rows, ts, None),
+                }
             )
-        self._ip_bindings(decoded, ts, unicast, flow_id)
+        self._ip_bindings(decoded, ts, unicast)
         self._arp_senders(decoded, ts)
         self._syn(decoded)
 
@@ -320,37 +279,22 @@ class HostObserver:
     # ------------------------------------------------------------------ per batch
 
     def _ip_bindings(
-        self,
-        decoded: DecodedBatch,
-        ts: npt.NDArray[np.int64],
-        unicast: npt.NDArray[np.bool_],
-        flow_id: npt.NDArray[np.int64] | None,
+        self, decoded: DecodedBatch, ts: npt.NDArray[np.int64], unicast: npt.NDArray[np.bool_]
     ) -> None:
         version = decoded.ip_version
         unspecified = (version == 4) & ~decoded.src_ip[:, 12:].any(axis=1)  # 0.0.0.0: DHCP client
         rows = np.flatnonzero((version != 0) & unicast & ~unspecified)
         if rows.shape[0] == 0:
             return
-        per_packet = _one_per_packet(rows, ts, decoded.ttl)
-        if flow_id is not None and (flow_id[rows] >= 0).all():
-            # A flow's packets in one direction share their source: reduce by (flow, source
-            # address, MAC), exact, before the full key sort.
-            addr = np.ascontiguousarray(decoded.src_ip[rows]).view(np.uint64)
-            key = flow_id[rows].astype(np.uint64) ^ (addr[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-            vlan = decoded.vlan[rows].astype(np.uint64)
-            first_rows, reduced = _prereduce_rows(
-                {"key": key, **per_packet}, decoded.eth_src[rows], addr[:, 0], addr[:, 1], vlan
-            )
-            rows, per_packet = rows[first_rows], reduced
         addr = np.ascontiguousarray(decoded.src_ip[rows]).view(np.uint64)  # (k, 2)
         self._bindings.add(
             {
                 "vlan": decoded.vlan[rows].astype(np.uint64),
                 "mac": decoded.eth_src[rows],
-                "ip_hi": addr[:, 0].copy(),
-                "ip_lo": addr[:, 1].copy(),
+                "ip_hi": addr[:, 0],
+                "ip_lo": addr[:, 1],
                 "version": version[rows].astype(np.uint64),
-                **per_packet,
+                **_one_per_packet(rows, ts, decoded.ttl),
             }
         )
 
