@@ -11,8 +11,9 @@ per packet) to a handful of rows per host:
 * TCP SYN and SYN+ACK signatures (initial TTL, window, MSS, window scale, SACK, timestamps): the
   passive OS fingerprint p0f popularised.
 
-Only the distinct rows of a batch reach Python; the totals are kept in dictionaries whose size is
-bounded by the number of hosts, not packets.
+MAC, address and ARP totals are kept in hash tables (numba, updated in place), TCP signatures in
+dictionaries: their size is bounded by the number of hosts, not packets, and Python sees each host
+once, when the capture is done.
 """
 
 from __future__ import annotations
