@@ -77,16 +77,32 @@ def version() -> None:
 
 
 def _run_analysis(
-    captures: list[Path], out: Path, quiet: bool, batch_packets: int, fingerprints: tuple[Path, ...] = ()
+    captures: list[Path],
+    out: Path,
+    quiet: bool,
+    batch_packets: int,
+    fingerprints: tuple[Path, ...] = (),
+    learn: tuple[Path, ...] = (),
+    learn_minutes: float = 0.0,
+    baseline: Path | None = None,
+    intel: tuple[Path, ...] = (),
 ) -> None:
+    from fieldward.detect.knowledge import Knowledge
+    from fieldward.detect.settings import DetectionSettings
     from fieldward.inventory import InventorySettings
     from fieldward.inventory.fingerprints import Fingerprints
     from fieldward.pipeline import AnalysisOptions, AnalysisResult, analyze
 
     console = _stdout()
     Fingerprints.load(fingerprints)  # a bad rule file fails now, not after the whole capture
+    if baseline is not None:
+        Knowledge.load(baseline)  # likewise a bad baseline file
     options = AnalysisOptions(
-        batch_packets=batch_packets, inventory_settings=InventorySettings(fingerprint_files=fingerprints)
+        batch_packets=batch_packets,
+        inventory_settings=InventorySettings(fingerprint_files=fingerprints),
+        detection=DetectionSettings(learn_minutes=learn_minutes, intel_files=intel),
+        learn_captures=learn,
+        baseline=baseline,
     )
     show_progress = console.is_terminal and not quiet
     result: AnalysisResult
@@ -250,10 +266,36 @@ def analyze(
             "--fingerprints", help="Extra fingerprint rule file (YAML, docs/inventory.md); repeatable."
         ),
     ] = None,
+    learn: Annotated[
+        list[Path] | None,
+        typer.Option("--learn", help="Capture of normal traffic to learn as the baseline first; repeatable."),
+    ] = None,
+    learn_minutes: Annotated[
+        float,
+        typer.Option(min=0.0, help="Learn the first N minutes of the analysed traffic as the baseline."),
+    ] = 0.0,
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Baseline file (baseline.json of an earlier run) to start from."),
+    ] = None,
+    intel: Annotated[
+        list[Path] | None,
+        typer.Option("--intel", help="Threat-intelligence file (STIX 2.1 JSON or CSV); repeatable."),
+    ] = None,
 ) -> None:
-    """Analyse capture files: flows, protocol events and the device inventory, written to DIR."""
+    """Analyse capture files: flows, protocol events, the device inventory and alerts, written to DIR."""
     with _clear_errors():
-        _run_analysis(captures, out, quiet, batch_packets, tuple(fingerprints or ()))
+        _run_analysis(
+            captures,
+            out,
+            quiet,
+            batch_packets,
+            tuple(fingerprints or ()),
+            learn=tuple(learn or ()),
+            learn_minutes=learn_minutes,
+            baseline=baseline,
+            intel=tuple(intel or ()),
+        )
 
 
 @app.command()

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,10 @@ from fieldward.decode.columns import (
 from fieldward.decode.flows import FlowConfig, FlowTable
 from fieldward.decode.fragments import FragmentReassembler
 from fieldward.decode.l2l4 import decode_batch
-from fieldward.detect.engine import DetectionEngine, write_alerts_jsonl
+from fieldward.detect.engine import DetectionContext, DetectionEngine, write_alerts_jsonl
+from fieldward.detect.knowledge import Knowledge
 from fieldward.detect.model import Alert
+from fieldward.detect.settings import DetectionSettings
 from fieldward.errors import FieldWardError
 from fieldward.events_out import EventWriter
 from fieldward.inventory import Inventory, InventoryBuilder, InventorySettings
@@ -70,6 +72,11 @@ class AnalysisOptions:
     inventory_settings: InventorySettings = field(default_factory=InventorySettings)
     detect: bool = True
     """Run the detection engines (``alerts.jsonl``)."""
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    learn_captures: tuple[Path, ...] = ()
+    """Captures of normal traffic learned (as the baseline) before the analysed ones are judged."""
+    baseline: Path | None = None
+    """A baseline file (``baseline.json`` of an earlier run) to start from."""
 
 
 @dataclass
@@ -170,6 +177,8 @@ class AnalysisResult:
     out_dir: Path | None
     inventory: Inventory | None = None
     alerts: list[Alert] = field(default_factory=list)
+    alerts_suppressed: dict[str, int] = field(default_factory=dict)
+    knowledge: Knowledge | None = None
 
     def summary(self) -> dict[str, object]:
         t = self.totals
@@ -198,6 +207,7 @@ class AnalysisResult:
             "devices": len(self.inventory.devices) if self.inventory is not None else None,
             "alerts": len(self.alerts),
             "alerts_by_severity": dict(Counter(a.type.severity.value for a in self.alerts).most_common()),
+            "alerts_suppressed": dict(sorted(self.alerts_suppressed.items())),
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -301,18 +311,43 @@ def analyze(
     options: AnalysisOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> AnalysisResult:
-    """Analyse ``captures`` in order as one continuous observation and write ``out_dir``."""
+    """Analyse ``captures`` in order as one continuous observation and write ``out_dir``.
+
+    With ``options.learn_captures`` the detection engines first learn those captures as normal
+    behaviour (nothing is written for them), then judge ``captures`` against that baseline.
+    """
+    options = options or AnalysisOptions()
     with _fewer_collections():
-        return _analyze(captures, out_dir, options, progress)
+        knowledge = Knowledge.load(options.baseline) if options.baseline is not None else Knowledge()
+        if options.detect and options.learn_captures:
+            learn_options = replace(options, inventory=False, write_flows=False)
+            context = DetectionContext(options.detection, knowledge, learning=True)
+            _analyze(options.learn_captures, None, learn_options, progress, context)
+            knowledge.sources.extend(f"learned {Path(c).name}" for c in options.learn_captures)
+        context = DetectionContext(options.detection, knowledge)
+        return _analyze(captures, out_dir, options, progress, context)
+
+
+def learn_baseline(
+    captures: Sequence[str | Path], options: AnalysisOptions | None = None, knowledge: Knowledge | None = None
+) -> Knowledge:
+    """Learn ``captures`` as normal behaviour (no output written); returns the baseline."""
+    options = options or AnalysisOptions()
+    knowledge = knowledge if knowledge is not None else Knowledge()
+    context = DetectionContext(options.detection, knowledge, learning=True)
+    with _fewer_collections():
+        _analyze(captures, None, replace(options, inventory=False, write_flows=False), None, context)
+    knowledge.sources.extend(f"learned {Path(c).name}" for c in captures)
+    return knowledge
 
 
 def _analyze(
     captures: Sequence[str | Path],
     out_dir: Path | None,
-    options: AnalysisOptions | None,
+    options: AnalysisOptions,
     progress: ProgressCallback | None,
+    context: DetectionContext,
 ) -> AnalysisResult:
-    options = options or AnalysisOptions()
     started = time.perf_counter()
     weird = WeirdLog()
     totals = TrafficTotals()
@@ -324,7 +359,7 @@ def _analyze(
     events = EventWriter(out_dir / "events" if out_dir is not None else None)
     registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
     builder = InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
-    detection = DetectionEngine(weird=weird) if options.detect else None
+    detection = DetectionEngine(weird=weird, context=context) if options.detect else None
     consumers = [c for c in (builder, detection) if c is not None]
     engine = ProtocolEngine(registry, EventFanout(events, consumers), weird, options.protocols)
 
@@ -340,6 +375,8 @@ def _analyze(
         sink.write(table)
 
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
+        if detection is not None and len(batch):
+            detection.observe_time(int(batch.ts_ns.min()))
         if builder is not None:
             builder.observe_batch(batch, decoded)
         assignment = flows.update(batch, decoded)
@@ -368,13 +405,16 @@ def _analyze(
     if inventory is not None and out_dir is not None:
         inventory.write(out_dir)
     alerts: list[Alert] = []
+    suppressed: dict[str, int] = {}
     if detection is not None:
         detection.finish()
         alerts = list(detection.alerts)
+        suppressed = dict(detection.alerts.suppressed)
         if inventory is not None:
             attribute_alerts(alerts, inventory)
         if out_dir is not None:
             write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
+            context.knowledge.save(out_dir / "baseline.json")
     result = AnalysisResult(
         captures=[str(c) for c in captures],
         totals=totals,
@@ -387,6 +427,8 @@ def _analyze(
         out_dir=out_dir,
         inventory=inventory,
         alerts=alerts,
+        alerts_suppressed=suppressed,
+        knowledge=context.knowledge if detection is not None else None,
     )
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
@@ -411,4 +453,5 @@ __all__ = [
     "TrafficTotals",
     "analyze",
     "iter_decoded",
+    "learn_baseline",
 ]

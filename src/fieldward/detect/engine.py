@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -19,13 +21,46 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fieldward.detect.knowledge import Knowledge
 from fieldward.detect.model import Alert, AlertType, Trigger
+from fieldward.detect.settings import DetectionSettings
 from fieldward.protocols.base import Event, events_of_table
 from fieldward.weird import WeirdLog
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "fieldward.detectors"
+
+
+@dataclass
+class DetectionContext:
+    """What every detector of a run shares: the settings, the knowledge (baseline, analyst decisions)
+    and whether the traffic at hand is being learned rather than judged."""
+
+    settings: DetectionSettings = field(default_factory=DetectionSettings)
+    knowledge: Knowledge = field(default_factory=Knowledge)
+    learning: bool = False
+    """The whole run is a learning pass (``--learn`` captures): alerts are not raised."""
+    start_ns: int | None = None
+    """Time of the first packet of the analysed traffic (start of a time-based learning period)."""
+
+    def observe_time(self, ts_ns: int) -> None:
+        if self.start_ns is None or ts_ns < self.start_ns:
+            self.start_ns = ts_ns
+
+    @property
+    def learn_until_ns(self) -> int | None:
+        """End of the time-based learning period, if there is one and traffic has started."""
+        if self.settings.learn_minutes <= 0 or self.start_ns is None:
+            return None
+        return self.start_ns + round(self.settings.learn_minutes * 60e9)
+
+    def is_learning(self, ts_ns: int) -> bool:
+        """True while behaviour at ``ts_ns`` is to be learned instead of judged."""
+        if self.learning:
+            return True
+        until = self.learn_until_ns
+        return until is not None and ts_ns < until
 
 
 class Detector(ABC):  # noqa: B024 - every hook is optional
@@ -36,8 +71,9 @@ class Detector(ABC):  # noqa: B024 - every hook is optional
     logs: ClassVar[frozenset[str]] = frozenset()
     """Event logs ``on_event`` receives."""
 
-    def __init__(self, alerts: AlertBook) -> None:
+    def __init__(self, alerts: AlertBook, context: DetectionContext | None = None) -> None:
         self.alerts = alerts
+        self.context = context if context is not None else alerts.context
 
     def on_event(self, event: Any) -> None:  # noqa: B027 - optional hook
         """One event of a log in :attr:`logs`."""
@@ -64,10 +100,16 @@ class Detector(ABC):  # noqa: B024 - every hook is optional
 
 
 class AlertBook:
-    """Every alert of a run; a repeat of (type, source, destination, protocol) aggregates."""
+    """Every alert of a run; a repeat of (type, source, destination, protocol) aggregates.
 
-    def __init__(self) -> None:
+    Alerts the knowledge says are normal (learned by the analyst), muted, or raised while the traffic
+    is being learned are not kept: they are counted in :attr:`suppressed` by reason.
+    """
+
+    def __init__(self, context: DetectionContext | None = None) -> None:
+        self.context = context if context is not None else DetectionContext()
         self._alerts: dict[tuple[str, str, str, str], Alert] = {}
+        self.suppressed: Counter[str] = Counter()
 
     def raise_alert(
         self,
@@ -80,7 +122,20 @@ class AlertBook:
         explanation: str,
         flow_id: int = -1,
         details: dict[str, Any] | None = None,
-    ) -> Alert:
+    ) -> Alert | None:
+        """Raise (or repeat) an alert; None when it is suppressed (see the class docstring)."""
+        context = self.context
+        if context.is_learning(ts):
+            self.suppressed["learning"] += 1
+            return None
+        knowledge = context.knowledge
+        if knowledge.learned or knowledge.mutes:
+            if knowledge.is_learned(alert_type.id, src, dst):
+                self.suppressed["learned"] += 1
+                return None
+            if knowledge.is_muted(alert_type.id, src, dst):
+                self.suppressed["muted"] += 1
+                return None
         key = (alert_type.id, src, dst, protocol)
         trigger = Trigger(flow_id, ts) if flow_id >= 0 else None
         alert = self._alerts.get(key)
@@ -136,17 +191,24 @@ class DetectionEngine:
         self,
         detectors: Iterable[type[Detector]] | None = None,
         weird: WeirdLog | None = None,
+        context: DetectionContext | None = None,
     ) -> None:
-        self.alerts = AlertBook()
+        self.context = context if context is not None else DetectionContext()
+        self.alerts = AlertBook(self.context)
         self.weird = weird if weird is not None else WeirdLog()
         self.detectors = [
-            cls(self.alerts) for cls in (detectors if detectors is not None else installed_detectors())
+            cls(self.alerts, self.context)
+            for cls in (detectors if detectors is not None else installed_detectors())
         ]
         self._routes: dict[str, list[Detector]] = {}
         for detector in self.detectors:
             for log in detector.logs:
                 self._routes.setdefault(log, []).append(detector)
         self._failed: set[str] = set()
+
+    def observe_time(self, ts_ns: int) -> None:
+        """The earliest packet time of a batch (starts the time-based learning period)."""
+        self.context.observe_time(ts_ns)
 
     def wants(self, log: str) -> bool:
         return log in self._routes

@@ -11,14 +11,14 @@ PLCs. Thresholds are per run (an offline capture) and set in :class:`ReconSettin
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fieldward.detect.engine import AlertBook, Detector
+from fieldward.detect.engine import AlertBook, DetectionContext, Detector
 from fieldward.detect.model import AlertType, Severity
+from fieldward.detect.settings import ReconSettings
 from fieldward.protocols.base import Event
 
 ENGINE = "recon"
@@ -28,19 +28,6 @@ ICMP_ECHO_REQUEST = 8
 ICMPV6_ECHO_REQUEST = 128
 CAP = 4096
 """Distinct targets kept per source (enough to judge, bounded memory)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReconSettings:
-    vertical_ports: int = 20
-    """Distinct ports of one host a source must try (without conversation) to be a vertical scan."""
-    horizontal_hosts: int = 20
-    """Distinct hosts on one port a source must try (without conversation) to be a horizontal scan."""
-    ping_hosts: int = 20
-    discovery_hosts: int = 10
-    """Distinct devices an ICS discovery request (ListIdentity, Who-Is, SZL read) must reach."""
-    unit_ids: int = 10
-    """Distinct Modbus unit ids one source must address on one device to be a unit id sweep."""
 
 
 def _type(name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str) -> AlertType:
@@ -115,9 +102,9 @@ class ReconDetector(Detector):
     )
     logs: ClassVar[frozenset[str]] = frozenset({"enip", "bacnet_discovery", "modbus", "s7comm_read_szl"})
 
-    def __init__(self, alerts: AlertBook, settings: ReconSettings | None = None) -> None:
-        super().__init__(alerts)
-        self.settings = settings or ReconSettings()
+    def __init__(self, alerts: AlertBook, context: DetectionContext | None = None) -> None:
+        super().__init__(alerts, context)
+        self.settings: ReconSettings = self.context.settings.recon
         self._ports: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._hosts: dict[tuple[str, str, int], set[str]] = defaultdict(set)
         self._pinged: dict[str, set[str]] = defaultdict(set)
