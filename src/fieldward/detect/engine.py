@@ -21,7 +21,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fieldward.detect.knowledge import Knowledge
+from fieldward.detect.knowledge import AlertRule, Knowledge
 from fieldward.detect.model import Alert, AlertType, Trigger
 from fieldward.detect.settings import DetectionSettings
 from fieldward.protocols.base import Event, events_of_table
@@ -103,7 +103,9 @@ class AlertBook:
     """Every alert of a run; a repeat of (type, source, destination, protocol) aggregates.
 
     Alerts the knowledge says are normal (learned by the analyst), muted, or raised while the traffic
-    is being learned are not kept: they are counted in :attr:`suppressed` by reason.
+    is being learned are not kept: they are counted in :attr:`suppressed` by reason. An alert raised
+    during a learning period is learned as normal (an approved scanner, a maintenance download): the
+    same type between the same source and destination does not alert afterwards either.
     """
 
     def __init__(self, context: DetectionContext | None = None) -> None:
@@ -125,10 +127,11 @@ class AlertBook:
     ) -> Alert | None:
         """Raise (or repeat) an alert; None when it is suppressed (see the class docstring)."""
         context = self.context
-        if context.is_learning(ts):
+        knowledge = context.knowledge
+        if context.is_learning(ts):  # what happens while learning is normal: remember it as such
+            knowledge.learned.add(AlertRule(alert_type.id, src, dst))
             self.suppressed["learning"] += 1
             return None
-        knowledge = context.knowledge
         if knowledge.learned or knowledge.mutes:
             if knowledge.is_learned(alert_type.id, src, dst):
                 self.suppressed["learned"] += 1
