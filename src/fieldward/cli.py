@@ -351,21 +351,50 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 1,
     truth: Annotated[
         Path | None,
-        typer.Option(help="Also write the devices' ground truth (identity, type, Purdue level) as JSON."),
+        typer.Option(
+            help="Also write the devices' ground truth (identity, type, Purdue level) as JSON; with attacks "
+            "it holds their labels too (key 'attacks')."
+        ),
+    ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            help="Mix in an attack scenario: NAME or NAME@MINUTE (repeatable; see docs/generator.md).",
+        ),
+    ] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option("--attacks", help="'all' scenarios, or a comma-separated list of NAME or NAME@MINUTE."),
+    ] = None,
+    attack_truth: Annotated[
+        Path | None,
+        typer.Option(help="Write the attacks' ground truth (time, devices, technique, alert types) as JSON."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Generate a realistic, deterministic plant-network capture."""
+    """Generate a realistic, deterministic plant-network capture (optionally with attack scenarios)."""
     from fieldward.generator import GeneratorConfig, generate_capture
+    from fieldward.generator.attacks import ALL, write_attack_truth
     from fieldward.generator.truth import write_truth
 
     with _clear_errors():
-        config = GeneratorConfig(devices=devices, minutes=minutes, seed=seed)
+        chosen = list(attack or [])
+        if attacks is not None:
+            listed = [a.strip() for a in attacks.split(",") if a.strip()]
+            chosen += list(ALL) if listed == ["all"] else listed
+        config = GeneratorConfig(devices=devices, minutes=minutes, seed=seed, attacks=tuple(chosen))
         stats = generate_capture(out, config)
         if truth is not None:
             write_truth(truth, config)
+            if config.attacks and attack_truth is None:
+                write_attack_truth(truth, config, merge=True)
+        if attack_truth is not None:
+            write_attack_truth(attack_truth, config)
         if not quiet:
             _stdout().print(f"wrote {out}: {stats.packets:,} packets, {stats.bytes:,} bytes")
+            if config.attacks:
+                _stdout().print(f"with {len(config.attacks)} attack scenario(s)")
 
 
 @app.command()
@@ -423,6 +452,267 @@ def demo(
         stats = generate_capture(sample, config)
         _stdout().print(f"Sample capture {sample}: {stats.packets:,} packets from a generated plant network")
         _run_analysis([sample], out, quiet=False, batch_packets=65536)
+
+
+# ------------------------------------------------------------------ alerts: triage, evidence, export
+
+alerts_app = typer.Typer(
+    help="Triage the alerts of an analysis folder: list, show, ack, close, reopen, comment, learn, "
+    "mute, evidence, export (fieldward alerts DIR COMMAND).",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts")
+
+_By = Annotated[str | None, typer.Option("--by", help="Who acts (default: the login name).")]
+_AlertId = Annotated[str, typer.Argument(help="Alert id (or a unique prefix of at least 4 characters).")]
+_StatusFilter = Annotated[
+    list[str] | None,
+    typer.Option("--status", help="Only this status (new, acknowledged, closed); repeatable."),
+]
+_SeverityFilter = Annotated[
+    list[str] | None,
+    typer.Option("--severity", help="Only this severity (info ... critical; 'high+' for high or worse)."),
+]
+_TypeFilter = Annotated[
+    list[str] | None, typer.Option("--type", help="Only this alert type or engine (recon, recon.ping_sweep).")
+]
+
+
+def _alert_folder(ctx: typer.Context) -> Any:
+    from fieldward.detect.triage import AlertFolder
+
+    return AlertFolder(ctx.obj)
+
+
+@alerts_app.callback()
+def _alerts(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="An analysis output folder (with alerts.jsonl).")],
+) -> None:
+    """Triage the alerts of an analysis folder (state in DIR/triage.json, decisions in DIR/baseline.json)."""
+    ctx.obj = folder
+
+
+def _alert_rank(alert: dict[str, Any]) -> tuple[int, str]:
+    """Most severe first, then oldest first (a record with an odd severity goes last)."""
+    severity = alert.get("severity")
+    rank = _SEVERITY_ORDER.index(severity) if severity in _SEVERITY_ORDER else len(_SEVERITY_ORDER)
+    return rank, str(alert.get("first_ts"))
+
+
+@alerts_app.command("list")
+def alerts_list(
+    ctx: typer.Context,
+    status: _StatusFilter = None,
+    severity: _SeverityFilter = None,
+    alert_type: _TypeFilter = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the matching records as JSON.")] = False,
+) -> None:
+    """List the alerts with their triage status, most severe first."""
+    from fieldward.detect.triage import dumps, filter_alerts
+
+    with _clear_errors():
+        records = filter_alerts(_alert_folder(ctx).alerts(), status or (), severity or (), alert_type or ())
+        ranked = sorted(records, key=_alert_rank)
+        if as_json:
+            sys.stdout.write(dumps(ranked) + "\n")
+            return
+        table = Table(title=f"Alerts ({len(ranked):,})", title_justify="left")
+        table.add_column("id", no_wrap=True)
+        for column in ("severity", "status", "alert", "source", "destination", "count", "notes", "last seen"):
+            table.add_column(column, overflow="fold")
+        for a in ranked:
+            table.add_row(
+                a["id"],
+                str(a.get("severity")),
+                a["status"],
+                str(a.get("title")),
+                str(a.get("src")),
+                str(a.get("dst")),
+                str(a.get("count")),
+                str(len(a["comments"])),
+                str(a.get("last_ts"))[:19],
+            )
+        _stdout().print(table)
+
+
+@alerts_app.command("show")
+def alerts_show(
+    ctx: typer.Context,
+    alert_id: _AlertId,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Show one alert: why it fired, what to do, evidence, status history and comments."""
+    from fieldward.detect.triage import dumps
+
+    with _clear_errors():
+        a = _alert_folder(ctx).get(alert_id)
+        if as_json:
+            sys.stdout.write(dumps(a) + "\n")
+            return
+        console = _stdout()
+        table = Table(title=f"{a.get('title')} ({a['id']})", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key in ("type", "severity", "status", "src", "dst", "src_device", "dst_device", "protocol"):
+            table.add_row(key, str(a.get(key) if a.get(key) is not None else "-"))
+        table.add_row("count", str(a.get("count")))
+        table.add_row("seen", f"{a.get('first_ts')} .. {a.get('last_ts')}")
+        table.add_row("why", str(a.get("explanation")))
+        table.add_row("what to do", str(a.get("recommendation")))
+        table.add_row("ATT&CK", ", ".join(str(t) for t in a.get("mitre") or []) or "-")
+        table.add_row("evidence", str(a.get("evidence_pcap") or "-"))
+        table.add_row("details", str(a.get("details") or "-"))
+        console.print(table)
+        for entry in a["history"]:
+            console.print(f"{entry.get('when')} {entry.get('who')}: {entry.get('action')}", markup=False)
+        for comment in a["comments"]:
+            console.print(f"{comment['when']} {comment['who']} wrote: {comment['text']}", markup=False)
+
+
+def _status_command(ctx: typer.Context, alert_id: str, status: str, by: str | None) -> None:
+    with _clear_errors():
+        a = _alert_folder(ctx).set_status(alert_id, status, by)
+        _stdout().print(f"alert {a['id']} is {a['status']}", markup=False)
+
+
+@alerts_app.command("ack")
+def alerts_ack(ctx: typer.Context, alert_id: _AlertId, by: _By = None) -> None:
+    """Acknowledge a new alert (someone is on it)."""
+    _status_command(ctx, alert_id, "acknowledged", by)
+
+
+@alerts_app.command("close")
+def alerts_close(ctx: typer.Context, alert_id: _AlertId, by: _By = None) -> None:
+    """Close an alert (handled)."""
+    _status_command(ctx, alert_id, "closed", by)
+
+
+@alerts_app.command("reopen")
+def alerts_reopen(ctx: typer.Context, alert_id: _AlertId, by: _By = None) -> None:
+    """Set an acknowledged or closed alert back to new."""
+    _status_command(ctx, alert_id, "new", by)
+
+
+@alerts_app.command("comment")
+def alerts_comment(
+    ctx: typer.Context,
+    alert_id: _AlertId,
+    text: Annotated[str, typer.Argument(help="The comment.")],
+    by: _By = None,
+) -> None:
+    """Add a comment to an alert."""
+    with _clear_errors():
+        comment = _alert_folder(ctx).comment(alert_id, text, by)
+        _stdout().print(f"comment by {comment.who} added", markup=False)
+
+
+@alerts_app.command("learn")
+def alerts_learn(ctx: typer.Context, alert_id: _AlertId, by: _By = None) -> None:
+    """Learn the alert's behaviour as normal (DIR/baseline.json) and close it."""
+    with _clear_errors():
+        rule = _alert_folder(ctx).learn(alert_id, by)
+        _stdout().print(
+            f"learned {rule.alert_type} {rule.src} -> {rule.dst}; analyse with --baseline "
+            f"{ctx.obj / 'baseline.json'} to stop alerting on it",
+            markup=False,
+        )
+
+
+@alerts_app.command("mute")
+def alerts_mute(
+    ctx: typer.Context,
+    alert_id: _AlertId,
+    by: _By = None,
+    any_source: Annotated[bool, typer.Option("--any-source", help="Mute from every source.")] = False,
+    any_destination: Annotated[
+        bool, typer.Option("--any-destination", help="Mute towards every destination.")
+    ] = False,
+) -> None:
+    """Mute the alert type for the alert's device pair (DIR/baseline.json) and close it."""
+    with _clear_errors():
+        rule = _alert_folder(ctx).mute(alert_id, by, any_source, any_destination)
+        _stdout().print(
+            f"muted {rule.alert_type} {rule.src} -> {rule.dst}; analyse with --baseline "
+            f"{ctx.obj / 'baseline.json'} to apply it",
+            markup=False,
+        )
+
+
+@alerts_app.command("evidence")
+def alerts_evidence(
+    ctx: typer.Context,
+    alert_id: _AlertId,
+    out: Annotated[Path, typer.Option("--out", "-o", help="pcap file to write.")],
+    capture: Annotated[
+        list[Path] | None,
+        typer.Option("--capture", help="Capture to cut from (default: those in DIR/summary.json)."),
+    ] = None,
+    before: Annotated[float | None, typer.Option(min=0.0, help="Seconds before each trigger.")] = None,
+    after: Annotated[float | None, typer.Option(min=0.0, help="Seconds after each trigger.")] = None,
+    max_packets: Annotated[int | None, typer.Option(min=1, help="Packets at most.")] = None,
+) -> None:
+    """Write the packets that triggered an alert to a pcap file."""
+    from fieldward.detect.evidence import EvidenceSettings, cut_evidence
+
+    with _clear_errors():
+        folder = _alert_folder(ctx)
+        record = folder.resolve(alert_id)
+        settings = None
+        if before is not None or after is not None or max_packets is not None:
+            default = EvidenceSettings()
+            settings = EvidenceSettings(
+                before_s=default.before_s if before is None else before,
+                after_s=default.after_s if after is None else after,
+                max_packets=default.max_packets if max_packets is None else max_packets,
+            )
+        count = cut_evidence(folder.folder, record, out, tuple(capture or ()), settings)
+        _stdout().print(f"wrote {out}: {count:,} packets of alert {record['id']}", markup=False)
+
+
+@alerts_app.command("export")
+def alerts_export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="cef, leef or json (JSON lines).")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write.")] = None,
+    syslog: Annotated[
+        str | None,
+        typer.Option(help="Syslog server: udp://host:514, tcp://host:601 or tls://host:6514."),
+    ] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificates (PEM) that sign the TLS server.")] = None,
+    cert: Annotated[Path | None, typer.Option(help="Client certificate (PEM) for TLS.")] = None,
+    key: Annotated[Path | None, typer.Option(help="Private key of the client certificate.")] = None,
+    framing: Annotated[
+        str, typer.Option(help="TCP framing: octet (RFC 6587 octet counting) or newline.")
+    ] = "octet",
+    status: _StatusFilter = None,
+    severity: _SeverityFilter = None,
+    alert_type: _TypeFilter = None,
+) -> None:
+    """Export the alerts as CEF, LEEF 2.0 or JSON lines to a file, stdout or syslog."""
+    from fieldward.detect.export import ExportSettings, export_alerts
+    from fieldward.detect.triage import filter_alerts
+
+    with _clear_errors():
+        if framing not in ("octet", "newline"):
+            raise FieldWardError(f"unknown framing {framing!r} (octet or newline)")
+        records = filter_alerts(_alert_folder(ctx).alerts(), status or (), severity or (), alert_type or ())
+        target: Any = out
+        if out is None and syslog is None:
+            target = sys.stdout.buffer
+        count = export_alerts(
+            records,
+            fmt,
+            out=target,
+            syslog=syslog,
+            ca=ca,
+            cert=cert,
+            key=key,
+            settings=ExportSettings(framing=framing),
+        )
+        if out is not None or syslog is not None:
+            where = " and ".join(str(w) for w in (out, syslog) if w is not None)
+            Console(stderr=True, highlight=False).print(f"exported {count:,} alerts to {where}", markup=False)
 
 
 def main() -> None:

@@ -415,6 +415,9 @@ def _analyze(
         if out_dir is not None:
             write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
             context.knowledge.save(out_dir / "baseline.json")
+            from fieldward.detect.evidence import write_evidence
+
+            write_evidence(out_dir, alerts, captures)  # DIR/evidence/<id>.pcap, "evidence_pcap"
     result = AnalysisResult(
         captures=[str(c) for c in captures],
         totals=totals,

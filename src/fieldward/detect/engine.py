@@ -166,10 +166,21 @@ class AlertBook:
 
 
 def builtin_detectors() -> list[type[Detector]]:
+    from fieldward.detect.anomaly import AnomalyDetector
+    from fieldward.detect.baseline import BaselineDetector
     from fieldward.detect.operations import OperationsDetector
+    from fieldward.detect.protocol import ProtocolDetector
     from fieldward.detect.recon import ReconDetector
+    from fieldward.detect.threats import ThreatDetector
 
-    return [OperationsDetector, ReconDetector]
+    return [
+        OperationsDetector,
+        ReconDetector,
+        ProtocolDetector,
+        ThreatDetector,
+        BaselineDetector,
+        AnomalyDetector,
+    ]
 
 
 def installed_detectors(plugins: bool = True) -> list[type[Detector]]:

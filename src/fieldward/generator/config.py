@@ -32,6 +32,9 @@ class GeneratorConfig:
     """Write nanosecond instead of microsecond pcap timestamps."""
     chunk_packets: int = 150_000
     """Target packets per written chunk (bounds memory; the chunk length in time follows from it)."""
+    attacks: tuple[str, ...] = ()
+    """Attack scenarios to mix in (``fieldward.generator.attacks``): ``name`` or ``name@minute``. The
+    clean traffic keeps its bytes whatever is added."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= MAX_DEVICES:
@@ -46,6 +49,12 @@ class GeneratorConfig:
             raise ConfigError(f"camera_kbps must be between 100 and 50000, not {self.camera_kbps}")
         if not 1_000 <= self.chunk_packets <= 10_000_000:
             raise ConfigError(f"chunk_packets must be between 1000 and 10000000, not {self.chunk_packets}")
+        if self.attacks:
+            # Imported here: the scenarios module builds on the generator, which imports this module.
+            from fieldward.generator.attacks import parse_attack
+
+            for attack in self.attacks:
+                parse_attack(attack)
 
     @property
     def start_ns(self) -> int:

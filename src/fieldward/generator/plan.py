@@ -29,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from fieldward.generator import protocols as p
+from fieldward.generator.attacks import AttackTraffic, build_scenarios
 from fieldward.generator.build import Slot, TemplateTable
 from fieldward.generator.config import GeneratorConfig
 from fieldward.generator.literal import (
@@ -78,6 +79,8 @@ class Plan:
     chunk_ns: int
     expected_packets: float
     expected_bytes: float
+    attacks: AttackTraffic | None = None
+    """The attack scenarios mixed in (``config.attacks``), with their ground truth."""
 
 
 class _Draw:
@@ -610,7 +613,16 @@ def build_plan(config: GeneratorConfig) -> Plan:
     chunk = duration * config.chunk_packets / max(packets, 1.0)
     chunk = min(chunk, duration * CHUNK_BYTES / max(octets, 1.0))
     chunk_ns = int(min(max(chunk, MIN_CHUNK_NS), MAX_CHUNK_NS)) // MS * MS
-    return Plan(config, plant, table, producers, flows, start, end, chunk_ns, packets, octets)
+    # Attacks come last and do not move the chunk boundaries: the clean packets keep their bytes
+    # and order whatever scenarios are added (they have random streams of their own).
+    attacks = None
+    if config.attacks:
+        attacks = AttackTraffic(build_scenarios(config, plant))
+        producers.append(attacks)
+        more_packets, more_octets = attacks.expected(start, end)
+        packets += more_packets
+        octets += more_octets
+    return Plan(config, plant, table, producers, flows, start, end, chunk_ns, packets, octets, attacks)
 
 
 def packets_per_device_minute(plan: Plan) -> float:

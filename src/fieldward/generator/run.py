@@ -17,10 +17,14 @@ import numpy as np
 
 from fieldward.capture.batch import PacketBatch
 from fieldward.capture.writer import RECORD_HEADER_LEN, PcapWriter
+from fieldward.generator.attacks import ATTACK_PROTOCOL_NAMES
 from fieldward.generator.build import Events, stamp
 from fieldward.generator.config import GeneratorConfig, GeneratorStats
 from fieldward.generator.plan import Plan, build_plan
-from fieldward.generator.schedule import PROTOCOL_NAMES, Proto, Sink
+from fieldward.generator.schedule import PROTOCOL_NAMES, Sink
+
+TAG_NAMES = PROTOCOL_NAMES | ATTACK_PROTOCOL_NAMES
+"""Statistics names of every packet tag: the plant's protocols and those only attacks use."""
 
 
 class _Carry:
@@ -97,7 +101,7 @@ def generate_capture(
     (:func:`estimate_packets` gives the total to expect).
     """
     plan = build_plan(config)
-    counts = np.zeros(len(Proto), dtype=np.int64)
+    counts = np.zeros(max(TAG_NAMES) + 1, dtype=np.int64)
     carry = _Carry()
     stats = GeneratorStats(devices=len(plan.plant.devices), duration_s=(plan.end_ns - plan.start_ns) / 1e9)
     with PcapWriter(out, nanosecond=config.nanosecond) as writer:
@@ -115,7 +119,7 @@ def generate_capture(
             t0 = t1
         stats.packets = writer.packets
         stats.file_bytes = writer.bytes_written
-    stats.packets_by_protocol = {PROTOCOL_NAMES[tag]: int(n) for tag, n in enumerate(counts.tolist()) if n}
+    stats.packets_by_protocol = {TAG_NAMES[tag]: int(n) for tag, n in enumerate(counts.tolist()) if n}
     stats.flows_by_protocol = plan.flows.counts()
     return stats
 
