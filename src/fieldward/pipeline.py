@@ -38,6 +38,7 @@ from fieldward.decode.flows import FlowConfig, FlowTable
 from fieldward.decode.fragments import FragmentReassembler
 from fieldward.decode.l2l4 import decode_batch
 from fieldward.detect.engine import DetectionContext, DetectionEngine, write_alerts_jsonl
+from fieldward.detect.evidence import write_evidence
 from fieldward.detect.knowledge import Knowledge
 from fieldward.detect.model import Alert
 from fieldward.detect.settings import DetectionSettings
@@ -415,8 +416,6 @@ def _analyze(
         if out_dir is not None:
             write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
             context.knowledge.save(out_dir / "baseline.json")
-            from fieldward.detect.evidence import write_evidence
-
             write_evidence(out_dir, alerts, captures)  # DIR/evidence/<id>.pcap, "evidence_pcap"
     result = AnalysisResult(
         captures=[str(c) for c in captures],
@@ -439,14 +438,17 @@ def _analyze(
 
 
 def attribute_alerts(alerts: Sequence[Alert], inventory: Inventory) -> None:
-    """Name each alert's source and destination devices from the inventory's address book."""
-    by_ip: dict[str, str] = {}
+    """Name each alert's source and destination devices from the inventory's address book (IP
+    addresses, and MAC addresses for layer-2 alerts such as ARP spoofing)."""
+    by_address: dict[str, str] = {}
     for device in inventory.devices:
+        if device.mac is not None:
+            by_address.setdefault(device.mac, device.id)
         for ip in device.ips:
-            by_ip.setdefault(ip, device.id)
+            by_address.setdefault(ip, device.id)
     for alert in alerts:
-        alert.src_device = by_ip.get(alert.src)
-        alert.dst_device = by_ip.get(alert.dst)
+        alert.src_device = by_address.get(alert.src)
+        alert.dst_device = by_address.get(alert.dst)
 
 
 __all__ = [

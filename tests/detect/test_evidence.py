@@ -296,3 +296,37 @@ def test_alert_times_round_trip() -> None:
     assert parse_iso_ns("1970-01-01T00:00:01Z") == NS
     with pytest.raises(ValueError, match="time data"):
         parse_iso_ns("yesterday")
+
+
+def test_evidence_withholds_the_payload_of_flows_that_carried_credentials(tmp_path: Path) -> None:
+    """An FTP password brute force: the evidence shows every packet of the sessions, headers only,
+    and never the passwords (other flows keep their payload: the S7 stop tests above)."""
+    from tests.detect.test_threats import BOT, PLC
+    from tests.inventory.helpers import tcp_session
+
+    flights: list[tuple[bool, bytes]] = [(False, b"220 PLC FTP server ready\r\n")]
+    for n in range(6):
+        flights += [
+            (True, b"USER admin\r\n"),
+            (False, b"331 Password required\r\n"),
+            (True, b"PASS Hunter-%d-Secret\r\n" % n),
+            (False, b"530 Login incorrect.\r\n"),
+        ]
+    packets = tcp_session(BOT, PLC, 21, flights)
+    for index, packet in enumerate(packets):
+        packet.time = 1_700_000_000 + index * 0.01
+    wrpcap(str(tmp_path / "ftp.pcap"), packets)
+    out = tmp_path / "out"
+    analyze([tmp_path / "ftp.pcap"], out)
+    clear = of_type(out, "threats.cleartext_credentials")
+    evidence = out / clear["evidence_pcap"]
+    raw = evidence.read_bytes()
+    assert b"Secret" not in raw
+    assert b"USER admin" not in raw  # the whole payload of the flow is withheld, not just PASS lines
+    kept = rdpcap(str(evidence))
+    assert len(kept) > 20
+    assert all(TCP in packet and len(bytes(packet[TCP].payload)) == 0 for packet in kept)
+    assert any(packet.wirelen > len(bytes(packet)) for packet in kept)  # original length kept
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"Hunter-" not in path.read_bytes(), path

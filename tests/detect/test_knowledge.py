@@ -184,3 +184,20 @@ def test_cli_learn_and_baseline_flags(tmp_path: Path) -> None:
     )
     assert bad.exit_code != 0
     assert "baseline" in bad.output
+
+
+def test_never_normal_alerts_fire_while_learning_and_are_not_learned() -> None:
+    from fieldward.detect.threats import INTEL_IP
+
+    assert not INTEL_IP.learnable
+    window = DetectionContext(settings=DetectionSettings(learn_minutes=5))
+    window.observe_time(0)
+    book = AlertBook(window)
+    hit = book.raise_alert(
+        INTEL_IP, ts=MINUTE, src="10.0.0.1", dst="203.0.113.9", protocol="tcp", explanation="x"
+    )
+    assert hit is not None  # inside the learning window, still raised
+    assert window.knowledge.learned == set()
+    learn_pass = AlertBook(DetectionContext(learning=True))
+    assert learn_pass.raise_alert(INTEL_IP, ts=1, src="a", dst="b", protocol="tcp", explanation="x") is None
+    assert learn_pass.context.knowledge.learned == set()  # a --learn capture never whitelists an indicator

@@ -331,6 +331,7 @@ def test_arp_spoofing_flags_the_newcomer_not_the_owner(tmp_path: Path) -> None:
     assert found[(ATTACKER, GATEWAY[1], "arp")]["count"] == 10
     assert found[(ATTACKER, GATEWAY[1], "arp")]["details"]["previous_mac"] == GATEWAY[0]
     assert found[(ATTACKER, GATEWAY[1], "arp")]["mitre"] == ["T0830", "T1557.002"]
+    assert found[(ATTACKER, GATEWAY[1], "arp")]["src_device"] == f"mac:{ATTACKER}"  # the spoofer's device
     assert kinds(alerts) == {"threats.arp_spoofing"}
 
 

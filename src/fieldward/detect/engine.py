@@ -128,10 +128,14 @@ class AlertBook:
         """Raise (or repeat) an alert; None when it is suppressed (see the class docstring)."""
         context = self.context
         knowledge = context.knowledge
-        if context.is_learning(ts):  # what happens while learning is normal: remember it as such
-            knowledge.learned.add(AlertRule(alert_type.id, src, dst))
-            self.suppressed["learning"] += 1
-            return None
+        if context.is_learning(ts):
+            if alert_type.learnable:  # what happens while learning is normal: remember it as such
+                knowledge.learned.add(AlertRule(alert_type.id, src, dst))
+                self.suppressed["learning"] += 1
+                return None
+            if context.learning:  # a --learn pass keeps no alerts, and this one teaches nothing
+                self.suppressed["learning"] += 1
+                return None
         if knowledge.learned or knowledge.mutes:
             if knowledge.is_learned(alert_type.id, src, dst):
                 self.suppressed["learned"] += 1

@@ -27,6 +27,11 @@ over disjoint intervals) keeps the few packets near a window, only those are dec
 canonical flow keys and address keys are hashed with numpy and joined to the sorted window keys
 with ``searchsorted``; Python only touches the packets that are kept.
 
+Secrets: dissectors never store a password, but the packets that carried one still hold it. Every
+packet of a flow whose events flag a secret (:data:`SECRET_COLUMNS`: Telnet, FTP and HTTP Basic
+logins, MQTT CONNECT passwords, SNMP community strings) is written with its headers only (captured
+length cut at the L4 payload, original length kept), so no evidence file ever holds a credential.
+
 Limits: a classic pcap file has one link type, so when the kept packets of one alert mix link
 types (pcapng with several interfaces) only those of the trigger's (most common) link type are
 written. Non-first IP fragments carry no ports and so only join address windows.
@@ -47,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fieldward.capture.batch import PacketBatch
@@ -377,6 +383,8 @@ class _Plan:
             flow_rows = [(int(k), *row[1:]) for k, row in zip(keys.tolist(), flow_rows, strict=True)]
         self.flows = _Windows.build(flow_rows)
         self.addresses = _Windows.build(address_rows)
+        self.secret_keys: U64 = np.zeros(0, dtype=np.uint64)
+        """Sorted keys of the flows whose payload is withheld (they carried credentials)."""
         self.span_lo, self.span_hi = _merge_intervals(
             np.concatenate((self.flows.lo, self.addresses.lo)),
             np.concatenate((self.flows.hi, self.addresses.hi)),
@@ -482,13 +490,17 @@ def collect_evidence(
     targets: Sequence[EvidenceTarget],
     flows: Mapping[int, Mapping[str, Any]],
     settings: EvidenceSettings | None = None,
+    secret_flows: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> dict[str, EvidencePackets]:
     """Read ``captures`` once and keep each target's evidence packets (see the module docstring).
 
     ``flows`` maps the trigger flow ids to their ``flows.parquet`` rows (:func:`read_trigger_flows`).
+    Packets of ``secret_flows`` (flows that carried credentials, :func:`read_secret_flows`) keep
+    only their headers: a password or community string never reaches an evidence file.
     """
     settings = settings or EvidenceSettings()
     plan = _Plan(targets, flows, settings)
+    plan.secret_keys = np.sort(_keys_of_flows(secret_flows or {}))
     found: dict[int, EvidencePackets] = {}
     limit = settings.max_packets
     if not plan.empty:
@@ -529,13 +541,85 @@ def _scan(
     starts = np.flatnonzero(group_start)
     rank = np.arange(target.shape[0]) - np.repeat(starts, np.diff(np.append(starts, target.shape[0])))
     chosen = rank < limit
+    caplen = _withheld_caplen(plan, sub, decoded)
     for t, p, d in zip(
         target[chosen].tolist(), packet[chosen].tolist(), distance[chosen].tolist(), strict=True
     ):
         start = int(sub.offsets[p])
-        data = sub.buffer[start : start + int(sub.caplen[p])].tobytes()
+        data = sub.buffer[start : start + int(caplen[p])].tobytes()
         item = (d, order_base + int(rows[p]), int(ts[p]), int(sub.origlen[p]), int(sub.linktype[p]), data)
         found.setdefault(t, EvidencePackets()).offer([item], limit)
+
+
+def _withheld_caplen(plan: _Plan, sub: PacketBatch, decoded: DecodedBatch) -> I64:
+    """Captured length of each packet to keep: up to its L4 payload for packets of a flow that
+    carried credentials, the whole packet otherwise."""
+    caplen = sub.caplen.astype(np.int64)
+    if plan.secret_keys.shape[0] == 0:
+        return caplen
+    keys = _flow_keys(
+        decoded.src_ip,
+        decoded.sport.astype(np.uint64),
+        decoded.dst_ip,
+        decoded.dport.astype(np.uint64),
+        decoded.ip_proto.astype(np.uint64),
+        decoded.vlan.astype(np.uint64),
+        decoded.vlan_inner.astype(np.uint64),
+    )
+    position = np.minimum(np.searchsorted(plan.secret_keys, keys), plan.secret_keys.shape[0] - 1)
+    secret = (plan.secret_keys[position] == keys) & (decoded.ip_version != 0)
+    offset = decoded.payload_offset.astype(np.int64)
+    withheld = secret & (offset >= 0)
+    return np.where(withheld, np.minimum(offset, caplen), caplen)
+
+
+def _keys_of_flows(flows: Mapping[int, Mapping[str, Any]]) -> U64:
+    """The direction-free key of each ``flows.parquet`` row (as packets of the flow compute it)."""
+    rows = [
+        (orig, resp, flow)
+        for flow in flows.values()
+        if (orig := _ip_row(str(flow["orig_ip"]))) is not None
+        and (resp := _ip_row(str(flow["resp_ip"]))) is not None
+    ]
+    if not rows:
+        return np.zeros(0, dtype=np.uint64)
+    return _flow_keys(
+        np.frombuffer(b"".join(r[0] for r in rows), dtype=np.uint8).reshape(-1, 16),
+        np.array([int(r[2]["orig_port"] or 0) for r in rows], dtype=np.uint64),
+        np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(-1, 16),
+        np.array([int(r[2]["resp_port"] or 0) for r in rows], dtype=np.uint64),
+        np.array([int(r[2]["ip_proto"] or 0) for r in rows], dtype=np.uint64),
+        np.array([int(r[2]["vlan"] or 0) for r in rows], dtype=np.uint64),
+        np.array([int(r[2]["vlan_inner"] or 0) for r in rows], dtype=np.uint64),
+    )
+
+
+SECRET_COLUMNS = ("cleartext_credentials", "password_present", "community_present")
+"""Boolean event columns that mark a PDU carrying a secret (Telnet, FTP and HTTP Basic logins, MQTT
+CONNECT passwords, SNMP community strings). Dissectors never store the secret itself; evidence
+withholds the payload of every packet of those flows."""
+
+
+def secret_flow_ids(events_dir: Path) -> set[int]:
+    """Flow ids of the events that carried a secret (see :data:`SECRET_COLUMNS`)."""
+    found: set[int] = set()
+    for path in sorted(events_dir.glob("*.parquet")) if events_dir.is_dir() else []:
+        try:
+            names = set(pq.read_schema(path).names)
+            columns = [c for c in SECRET_COLUMNS if c in names]
+            if not columns or "flow_id" not in names:
+                continue
+            table = pq.read_table(path, columns=["flow_id", *columns])
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("cannot read %s to withhold secrets: %s", path.name, exc)
+            continue
+        mask = None
+        for column in columns:
+            flag = pc.fill_null(table.column(column), False)
+            mask = flag if mask is None else pc.or_(mask, flag)
+        ids = pc.unique(table.column("flow_id").filter(mask)).to_pylist()
+        found.update(int(i) for i in ids if i is not None and i >= 0)
+    return found
 
 
 # ------------------------------------------------------------------------------------ the files
@@ -610,7 +694,8 @@ def write_evidence(
         try:
             trigger_flows = (f for t in targets for f, _ts in t.triggers)
             flows = read_trigger_flows(out_dir / "flows.parquet", trigger_flows)
-            found = collect_evidence(captures, targets, flows, settings)
+            secrets = read_trigger_flows(out_dir / "flows.parquet", secret_flow_ids(out_dir / "events"))
+            found = collect_evidence(captures, targets, flows, settings, secrets)
         except (FieldWardError, OSError) as exc:  # the analysis is done; evidence can be cut later
             logger.warning("evidence captures not written: %s", exc)
     folder = out_dir / EVIDENCE_DIR
@@ -704,7 +789,8 @@ def cut_evidence(
         if not source.is_file():
             raise EvidenceError(f"capture {source} not found (pass the capture with --capture PATH)")
     flows = read_trigger_flows(out_dir / "flows.parquet", (f for f, _ts in wanted.triggers))
-    found = collect_evidence(sources, [wanted], flows, settings).get(wanted.alert_id)
+    secrets = read_trigger_flows(out_dir / "flows.parquet", secret_flow_ids(out_dir / "events"))
+    found = collect_evidence(sources, [wanted], flows, settings, secrets).get(wanted.alert_id)
     if found is None or not found.packets:
         raise EvidenceError(
             f"no packet of {', '.join(str(s) for s in sources)} matches alert {wanted.alert_id} "

@@ -45,6 +45,10 @@ class AlertType:
     recommendation: str
     mitre: tuple[str, ...] = ()
     """MITRE ATT&CK for ICS technique ids (T08xx)."""
+    learnable: bool = True
+    """Whether firing during a learning period makes it normal. False for what is never normal
+    (threat-intel hits, brute force): it still alerts during ``--learn-minutes`` and is not learned
+    from ``--learn`` captures."""
 
 
 @dataclass(frozen=True, slots=True)

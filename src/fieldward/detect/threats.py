@@ -50,9 +50,15 @@ NS = 1_000_000_000
 
 
 def _type(
-    name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str, fix: str
+    name: str,
+    title: str,
+    severity: Severity,
+    mitre: tuple[str, ...],
+    description: str,
+    fix: str,
+    learnable: bool = True,
 ) -> AlertType:
-    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre)
+    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre, learnable)
 
 
 BRUTE_FORCE = _type(
@@ -64,6 +70,7 @@ BRUTE_FORCE = _type(
     "against one device: password guessing, as Mirai and its descendants do with default credentials.",
     "Block the source and check whether a login succeeded (look for a session after the burst). Change "
     "default passwords on the device and disable Telnet where it is not needed.",
+    learnable=False,
 )
 TELNET_SCAN = _type(
     "telnet_scan",
@@ -74,6 +81,7 @@ TELNET_SCAN = _type(
     "next victims. The source itself is likely infected.",
     "Isolate the source, look for an unknown process or firmware change on it, and block Telnet at the "
     "zone boundary.",
+    learnable=False,
 )
 CLEARTEXT = _type(
     "cleartext_credentials",
@@ -102,6 +110,7 @@ INTEL_IP = _type(
     "A flow or DNS answer involved an IP address listed in a threat-intelligence file.",
     "Check why the device talks to this address; block it at the firewall and look for malware on the "
     "internal host.",
+    learnable=False,
 )
 INTEL_DOMAIN = _type(
     "intel_domain",
@@ -111,6 +120,7 @@ INTEL_DOMAIN = _type(
     "A DNS query or answer, TLS server name or HTTP host matched a domain listed in a threat-intelligence "
     "file (or one of its subdomains).",
     "Find the process on the internal host that resolves or contacts the domain; sinkhole or block it.",
+    learnable=False,
 )
 INTEL_URL = _type(
     "intel_url",
@@ -120,6 +130,7 @@ INTEL_URL = _type(
     "An HTTP request went to a URL listed in a threat-intelligence file.",
     "Find what on the internal host made the request (a dropper often fetches its payload so) and "
     "block the URL.",
+    learnable=False,
 )
 INTEL_TLS = _type(
     "intel_tls_fingerprint",
@@ -130,6 +141,7 @@ INTEL_TLS = _type(
     "the software making the connection is known malware or tooling.",
     "Identify the process making the connection on the internal host; fingerprints can collide with "
     "common libraries, so confirm before isolating.",
+    learnable=False,
 )
 INTEL_CERTIFICATE = _type(
     "intel_certificate",
@@ -139,6 +151,7 @@ INTEL_CERTIFICATE = _type(
     "A server presented a certificate whose SHA-1 or SHA-256 fingerprint is listed in a "
     "threat-intelligence file (a known command-and-control certificate).",
     "Block the server and investigate the internal client.",
+    learnable=False,
 )
 ARP_SPOOFING = _type(
     "arp_spoofing",
@@ -186,6 +199,7 @@ DNS_TUNNEL = _type(
     "subdomains, many distinct subdomains or many TXT/NULL queries (a tunnel or exfiltration channel).",
     "Identify the process on the client; block the domain at the resolver. Some security products "
     "(antivirus reputation lookups) query this way legitimately: learn the alert if so.",
+    learnable=False,
 )
 TLS_SELF_SIGNED = _type(
     "tls_self_signed_external",
