@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 from collections import Counter
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,9 @@ def zeek_dnp3_trace(corpus: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def dnp3_alerts(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Alerts:
     out = tmp_path_factory.mktemp("dnp3")
-    return alerts_of(corpus / "dnp3" / "dnp3.pcap", out / "out", options(storm_exceptions=1))
+    return alerts_of(
+        corpus / "dnp3" / "dnp3.pcap", out / "out", options(storm_exceptions=1, storm_error_share=0.0)
+    )
 
 
 def test_dnp3_broadcasts_match_zeek(corpus: Path, dnp3_alerts: Alerts) -> None:
@@ -306,7 +309,7 @@ def test_bacnet_bvlc_length_defects_match_tshark(corpus: Path, tshark: str, tmp_
         if length != int(fields["udp.length"].get("show") or "0") - 8:
             bad[(fields["ip.src"].get("show") or "", fields["ip.dst"].get("show") or "")] += 1
     assert sum(bad.values()) == 240
-    alerts = alerts_of(capture, tmp_path / "out", options(storm_exceptions=1))
+    alerts = alerts_of(capture, tmp_path / "out", options(storm_exceptions=1, storm_error_share=0.0))
     found = protocol_alerts(alerts, "length_mismatch")
     assert {pair: a["details"]["weirds"] for pair, a in found.items()} == {
         pair: {"bacnet_bvlc_length_mismatch": n} for pair, n in bad.items()
@@ -335,7 +338,7 @@ def test_s7_error_responses_match_tshark(corpus: Path, tshark: str, tmp_path: Pa
         if (klass and int(klass, 0)) or (code and int(code, 0))
     )
     assert sum(errors.values()) == 2
-    alerts = alerts_of(capture, tmp_path / "out", options(storm_exceptions=1))
+    alerts = alerts_of(capture, tmp_path / "out", options(storm_exceptions=1, storm_error_share=0.0))
     storms = protocol_alerts(alerts, "exception_storm")
     assert {pair: a["details"]["total"] for pair, a in storms.items()} == dict(errors)
     # With the default threshold the two errors of the snap7 session are no storm, and nothing else fires.
@@ -498,6 +501,29 @@ def test_modbus_exception_storm_threshold_and_episodes(tmp_path: Path) -> None:
     assert (storm["severity"], storm["mitre"]) == ("high", ["T0861", "T0814"])
     assert "20 modbus error responses" in storm["explanation"]
     assert kinds(alerts) == {"protocol.exception_storm"}
+
+
+def test_errors_among_many_good_replies_are_no_storm(tmp_path: Path) -> None:
+    """An HMI polling a missing register among good reads (the generated plant's 2 %): 30 exceptions
+    within a minute, but 5 % of the replies, is background; the same errors at 50 % are a storm."""
+
+    def polls(errors_every: int, count: int) -> list[tuple[bool, bytes]]:
+        flights: list[tuple[bool, bytes]] = []
+        for tid in range(count):
+            missing = tid % errors_every == 0
+            flights.append((True, p.modbus_adu(tid, 1, p.modbus_read_request(3, 9999 if missing else 0, 1))))
+            reply = p.modbus_exception(3, 2) if missing else p.modbus_read_response(3, [tid % 100])
+            flights.append((False, p.modbus_adu(tid, 1, reply)))
+        return flights
+
+    for fast_path in (True, False):  # the columnar and the per-event path count replies alike
+        opts = replace(options(), protocols=ProtocolSettings(fast_path=fast_path))
+        background = timed(modbus_session(polls(20, 600)), T0, 0.05)  # 30 errors in 60 s, 5 %
+        quiet = alerts_for(tmp_path, background, name=f"background-{fast_path}", opts=opts)
+        assert "protocol.exception_storm" not in kinds(quiet)
+        scan = timed(modbus_session(polls(2, 80)), T0, 0.05)  # 40 errors in 8 s, 50 %
+        loud = alerts_for(tmp_path, scan, name=f"scan-{fast_path}", opts=opts)
+        assert protocol_alerts(loud, "exception_storm")[(CLIENT[1], PLC[1])]["details"]["total"] == 40
 
 
 def test_modbus_unit_zero_is_broadcast_only_behind_a_gateway(tmp_path: Path) -> None:

@@ -359,6 +359,42 @@ class _Storm:
     last: int = 0
 
 
+REPLY_BIN_NS = 1_000_000_000
+"""Width of the bins in which a pair's replies are counted (for the error share of a storm)."""
+
+REPLY_PROTOCOLS = {
+    "modbus": "modbus",
+    "dnp3_application": "dnp3",
+    "s7comm": "s7comm",
+    "cip": "enip",
+    "enip": "enip",
+    "bacnet": "bacnet",
+}
+"""Event log -> protocol name of the storm keys: the replies each log counts."""
+
+
+@dataclass(slots=True)
+class _Replies:
+    """Replies of one device to one client in one-second bins (the last window's worth)."""
+
+    bins: deque[list[int]] = field(default_factory=deque)
+
+    def add(self, ts: int, count: int, window_ns: int) -> None:
+        start = ts - ts % REPLY_BIN_NS
+        if self.bins and self.bins[-1][0] == start:
+            self.bins[-1][1] += count
+        elif not self.bins or start > self.bins[-1][0]:
+            self.bins.append([start, count])
+        else:  # a late reply (interleaved flows): count it in the newest bin
+            self.bins[-1][1] += count
+        while self.bins and self.bins[0][0] < start - window_ns - REPLY_BIN_NS:
+            self.bins.popleft()
+
+    def since(self, ts: int) -> int:
+        low = ts - ts % REPLY_BIN_NS
+        return sum(n for start, n in self.bins if start >= low)
+
+
 @dataclass(slots=True)
 class _Unsolicited:
     """What the master of one (master, outstation) pair has shown: its link addresses, and the event
@@ -400,6 +436,10 @@ class ProtocolDetector(Detector):
         """(flow, direction) that lost a PDU in a capture gap: later unframeable bytes are its tail."""
         self._storms: dict[tuple[str, str, str], _Storm] = {}
         self._storm_alerts: dict[tuple[str, str, str], Alert] = {}
+        self._replies: dict[tuple[str, str, str], _Replies] = {}
+        """(protocol, client, device) -> the device's recent replies (error share of a storm)."""
+        self._table_counted = False
+        """True while on_event gets the rows of a table whose replies were counted with Arrow."""
         self._dnp3: dict[tuple[str, str], _Unsolicited] = {}
         self._units: dict[str, set[int]] = {}
         """Device -> unit ids 1-247 it was addressed with (up to ``gateway_unit_ids``)."""
@@ -435,9 +475,43 @@ class ProtocolDetector(Detector):
     def on_table(self, event_type: type[Event], table: pa.Table) -> None:
         if event_type.log == "modbus" and table.num_rows:
             self._modbus_units(table)
-        super().on_table(event_type, table)
+        protocol = REPLY_PROTOCOLS.get(event_type.log)
+        if protocol is not None and table.num_rows and self.settings.storm_error_share > 0:
+            self._count_replies(protocol, table)
+        self._table_counted = True
+        try:
+            super().on_table(event_type, table)
+        finally:
+            self._table_counted = False
+
+    def _count_replies(self, protocol: str, table: pa.Table) -> None:
+        """Replies (PDUs of the responder) per (client, device) of a table, grouped with Arrow."""
+        replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
+        if not replies.num_rows:
+            return
+        grouped = replies.group_by(["orig_h", "resp_h"]).aggregate([("ts", "count"), ("ts", "max")])
+        for client, device, count, last in zip(
+            grouped["orig_h"].to_pylist(),
+            grouped["resp_h"].to_pylist(),
+            grouped["ts_count"].to_pylist(),
+            pc.cast(grouped["ts_max"], pa.int64()).to_pylist(),
+            strict=True,
+        ):
+            self._reply((protocol, str(client), str(device)), int(last), int(count))
+
+    def _reply(self, key: tuple[str, str, str], ts: int, count: int = 1) -> None:
+        replies = self._replies.get(key)
+        if replies is None:
+            if len(self._replies) >= CAP:
+                return
+            replies = self._replies[key] = _Replies()
+        replies.add(ts, count, self._window_ns)
 
     def on_event(self, event: Any) -> None:
+        if not self._table_counted and not event.is_orig and self.settings.storm_error_share > 0:
+            protocol = REPLY_PROTOCOLS.get(event.log)
+            if protocol is not None:
+                self._reply((protocol, event.orig_h, event.resp_h), int(event.ts))
         handler = getattr(self, f"_{event.log}", None)
         if handler is not None:
             handler(event)
@@ -521,6 +595,12 @@ class ProtocolDetector(Detector):
         state.recent.append((ts, what))
         if len(state.recent) < (state.recent.maxlen or 1) or ts - state.recent[0][0] > self._window_ns:
             return
+        share = self.settings.storm_error_share
+        replies = self._replies.get(key)
+        if share > 0 and replies is not None:
+            total = replies.since(state.recent[0][0])
+            if total and len(state.recent) < share * total:  # errors among many good replies
+                return
         names = [name for _, name in state.recent]
         state.recent.clear()
         state.active, state.last = True, ts

@@ -33,6 +33,11 @@ class ViolationSettings:
     within ``storm_window_s`` to be an exception storm: fuzzing or a scan of registers or objects.
     Polling of an unmapped register in the generated plant peaks at 9 a minute per pair."""
     storm_window_s: float = 60.0
+    storm_error_share: float = 0.25
+    """Share of the device's replies to that client within the window that must be errors. An HMI
+    that polls a missing tag or register among hundreds of good reads (2 % errors in the generated
+    plant, 20 in a minute at peak) is a misconfiguration, not a storm; fuzzing and scans of
+    registers or objects are mostly errors. 0 disables the condition."""
     modbus_user_defined_functions: bool = True
     """Modbus function codes 65-72 and 100-110 are the specification's user-defined ranges (vendor
     extensions): legal unless this is False."""
