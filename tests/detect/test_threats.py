@@ -673,6 +673,66 @@ def test_intel_matches_flows_dns_tls_and_http(tmp_path: Path) -> None:
     }
 
 
+def test_file_hashes_match_http_downloads_and_uploads(tmp_path: Path) -> None:
+    """A trojanised firmware downloaded by the PLC (SHA-256 in a CSV feed), a tool uploaded to it
+    (MD5 in a STIX bundle); a clean download with another body raises nothing."""
+    firmware, tool, clean = b"\x7fELF trojan firmware" * 50, b"MZ dropper", b"genuine firmware image" * 50
+    server = ("00:90:e8:1f:2f:9a", "203.0.113.10")
+
+    def download(body: bytes, cport: int) -> list[Packet]:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        reply = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        return tcp_session(
+            PLC,
+            server,
+            80,
+            [(True, b"GET /fw.bin HTTP/1.1\r\nHost: fw\r\n\r\n"), (False, reply)],
+            cport=cport,
+        )
+
+    upload = (
+        b"POST /up HTTP/1.1\r\nHost: plc\r\nContent-Length: " + str(len(tool)).encode() + b"\r\n\r\n" + tool
+    )
+    packets = download(firmware, 52100) + download(clean, 52101)
+    packets += tcp_session(
+        HMI, PLC, 80, [(True, upload), (False, b"HTTP/1.1 204 No Content\r\n\r\n")], cport=52102
+    )
+    feed = tmp_path / "hashes.csv"
+    feed.write_text(f"sha256,{hashlib.sha256(firmware).hexdigest()},trojanised firmware\n")
+    stix = tmp_path / "hashes.json"
+    pattern = f"[file:hashes.MD5 = '{hashlib.md5(tool).hexdigest()}']"
+    stix.write_text(
+        json.dumps(
+            {
+                "type": "bundle",
+                "id": "bundle--h",
+                "objects": [
+                    {
+                        "type": "indicator",
+                        "id": "indicator--h",
+                        "pattern": pattern,
+                        "pattern_type": "stix",
+                        "name": "dropper",
+                    }
+                ],
+            }
+        )
+    )
+    alerts = run(tmp_path, packets, settings=DetectionSettings(intel_files=(feed, stix)))
+    files = {
+        (a["src"], a["dst"], a["details"]["matched_in"]): a
+        for a in alerts
+        if a["type"] == "threats.intel_file"
+    }
+    assert set(files) == {
+        (PLC[1], server[1], "HTTP response body SHA256"),
+        (HMI[1], PLC[1], "HTTP request body MD5"),
+    }
+    alert = files[(PLC[1], server[1], "HTTP response body SHA256")]
+    assert (alert["severity"], alert["count"]) == ("critical", 1)
+    assert alert["details"]["intel_name"] == "trojanised firmware"
+
+
 def test_expired_indicators_do_not_match(tmp_path: Path) -> None:
     packets, _ = intel_traffic(tmp_path)
     feed = tmp_path / "old.json"

@@ -10,6 +10,7 @@ bodies, the sum of its ``http.chunk_size`` values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -272,6 +273,21 @@ def test_pipelined_keep_alive_and_chunked_match_tshark(tshark: str, tmp_path: Pa
     assert rows[1]["response_body_len"] == len(b'{"a": 1, "b": [1, 2, 3]}')
     assert rows[3]["request_body_len"] == 11
     assert [r["name"] for r in run.rows("weird")] == []
+    # body hashes: of the de-chunked body, none for HEAD and 204, the POST's request body
+    import hashlib
+
+    def digests(body: bytes) -> tuple[str, str, str]:
+        return hashlib.md5(body).hexdigest(), hashlib.sha1(body).hexdigest(), hashlib.sha256(body).hexdigest()
+
+    def of(row: dict[str, Any], side: str) -> tuple[str, str, str]:
+        return row[f"{side}_body_md5"], row[f"{side}_body_sha1"], row[f"{side}_body_sha256"]
+
+    assert of(rows[0], "response") == digests(b"RUN\n")
+    assert of(rows[1], "response") == digests(b'{"a": 1, "b": [1, 2, 3]}')
+    assert of(rows[2], "response") == (None, None, None)
+    assert of(rows[3], "request") == digests(b"mode=manual")
+    assert of(rows[3], "response") == (None, None, None)
+    assert of(rows[0], "request") == (None, None, None)
 
 
 def test_basic_credentials_are_never_stored(tshark: str, tmp_path: Path) -> None:
@@ -317,7 +333,20 @@ def test_response_without_length_runs_until_close() -> None:
     (event,) = col.of(HttpEvent)
     assert event.response_body_len == len(b"<html></html>")
     assert event.response_content_length is None
+    assert event.response_body_sha256 == hashlib.sha256(b"<html></html>").hexdigest()
     assert col.weirds() == []
+
+
+def test_a_body_cut_by_the_end_of_the_connection_has_no_hash() -> None:
+    col = Collector("http", resp_p=80)
+    dissector = HttpDissector(col.flow)
+    col.feed(dissector, b"GET /fw.bin HTTP/1.1\r\nHost: h\r\n\r\n", True)
+    col.feed(dissector, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40, False)
+    dissector.close(col.ctx)
+    (event,) = col.of(HttpEvent)
+    assert event.response_body_len == 40
+    assert event.response_body_md5 is None
+    assert event.response_body_sha256 is None
 
 
 CONNECT = b"CONNECT plc.example:443 HTTP/1.1\r\nHost: plc.example:443\r\n\r\n"

@@ -68,8 +68,8 @@ class Kind(StrEnum):
 
 
 FILE_HASHES = frozenset({Kind.MD5, Kind.SHA1, Kind.SHA256})
-"""File hashes are loaded and counted, but no protocol event carries a file hash yet (HTTP and FTP
-bodies are not hashed): they match nothing today."""
+"""File hashes match the MD5, SHA-1 and SHA-256 of HTTP message bodies (downloads and uploads); FTP
+data connections are not hashed yet."""
 
 CSV_TYPES: dict[str, Kind] = {
     "ip": Kind.IP,

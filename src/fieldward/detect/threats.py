@@ -153,6 +153,17 @@ INTEL_CERTIFICATE = _type(
     "Block the server and investigate the internal client.",
     learnable=False,
 )
+INTEL_FILE = _type(
+    "intel_file",
+    "A file listed in threat intelligence was transferred",
+    Severity.CRITICAL,
+    ("T0867", "T0863", "T1105"),
+    "An HTTP message body (a download or an upload) has an MD5, SHA-1 or SHA-256 listed in a "
+    "threat-intelligence file: malware, a trojanised firmware or a tool of a known actor.",
+    "Find the host that received the file, isolate it and check what ran it; for firmware, do not "
+    "install it and verify the image with the vendor.",
+    learnable=False,
+)
 ARP_SPOOFING = _type(
     "arp_spoofing",
     "ARP spoofing",
@@ -229,6 +240,7 @@ ALL_TYPES = (
     INTEL_URL,
     INTEL_TLS,
     INTEL_CERTIFICATE,
+    INTEL_FILE,
     ARP_SPOOFING,
     ARP_FLOOD,
     ARP_MANY_IPS,
@@ -528,6 +540,23 @@ class ThreatDetector(Detector):
                 host or "",
                 "HTTP host",
             )
+        for direction in ("response", "request"):
+            for kind in (Kind.SHA256, Kind.SHA1, Kind.MD5):
+                digest = str(getattr(event, f"{direction}_body_{kind.value}", None) or "")
+                indicator = self.intel.match_hash(kind, digest, ts) if digest else None
+                if indicator is not None:
+                    self._intel_alert(
+                        INTEL_FILE,
+                        indicator,
+                        ts,
+                        event.orig_h,
+                        event.resp_h,
+                        "http",
+                        event.flow_id,
+                        digest,
+                        f"HTTP {direction} body {kind.value.upper()}",
+                    )
+                    break
         if self.intel.urls and event.uri:
             uri = str(event.uri)
             url = uri if "://" in uri else f"http://{event.host or event.resp_h}{uri}"

@@ -11,6 +11,10 @@ What is dissected (RFC 9110 HTTP semantics, RFC 9112 HTTP/1.1 message syntax):
   extensions and trailer fields), no body for responses to HEAD, for 1xx, 204 and 304, and a response
   body delimited by the end of the connection otherwise. Bodies are counted, never buffered, so
   pipelined and keep-alive messages are split exactly and large downloads cost no memory;
+- the MD5, SHA-1 and SHA-256 of every complete body (as transferred: after the chunked coding, before
+  any content coding), hashed in stream, so file-hash threat intelligence can match downloads and
+  uploads (firmware, malware droppers). A body cut short by the end of the connection has none; a
+  capture gap inside a body gives a hash of what was seen, which matches nothing;
 - request/response matching in order (pipelining), interim 1xx responses, and the end of HTTP/1 on a
   connection: ``101 Switching Protocols``, a successful CONNECT (a tunnel) and the HTTP/2 preface.
 
@@ -22,6 +26,7 @@ request a response answers (HEAD) nor cut bytes into the engine's PDUs. Malforme
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -102,6 +107,32 @@ class HttpEvent(Event):
     response_transfer_encoding: str | None
     response_content_encoding: str | None
     response_body_len: int
+    request_body_md5: str | None = None
+    request_body_sha1: str | None = None
+    request_body_sha256: str | None = None
+    response_body_md5: str | None = None
+    response_body_sha1: str | None = None
+    response_body_sha256: str | None = None
+
+
+class _BodyHash:
+    """MD5, SHA-1 and SHA-256 of one message body as transferred (after the chunked coding, before
+    any content coding), as file-hash threat intelligence lists them. Hashed in stream, never kept."""
+
+    __slots__ = ("md5", "sha1", "sha256")
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.sha1.update(data)
+        self.sha256.update(data)
+
+    def hex(self) -> tuple[str, str, str]:
+        return self.md5.hexdigest(), self.sha1.hexdigest(), self.sha256.hexdigest()
 
 
 @dataclass(slots=True)
@@ -133,6 +164,11 @@ class _Txn:
     response_content_encoding: str | None = None
     response_body_len: int = 0
     response_done: bool = False
+    request_hash: _BodyHash | None = None
+    response_hash: _BodyHash | None = None
+    request_complete: bool = False
+    response_complete: bool = False
+    """The body was read to its end: a body cut by the end of the connection has no hash."""
 
 
 def _text(raw: bytes) -> str:
@@ -228,7 +264,7 @@ class HttpDissector(Dissector):
                 self._headers(d, pdu, ctx)
         elif mode in (_Mode.BODY, _Mode.CHUNK_DATA):
             size = min(len(pdu), self._remaining[d])
-            self._count_body(d, size)
+            self._count_body(d, size, pdu[:size])
             self._remaining[d] -= size
             if self._remaining[d] == 0:
                 if mode == _Mode.BODY:
@@ -236,7 +272,7 @@ class HttpDissector(Dissector):
                 else:
                     self._mode[d] = _Mode.CHUNK_END
         elif mode == _Mode.UNTIL_CLOSE:
-            self._count_body(d, len(pdu))
+            self._count_body(d, len(pdu), pdu)
         elif mode == _Mode.CHUNK_SIZE:
             self._chunk_size(d, pdu, ctx)
         elif mode == _Mode.CHUNK_END:
@@ -253,6 +289,7 @@ class HttpDissector(Dissector):
                 continue
             if self._mode[d] == _Mode.UNTIL_CLOSE:
                 txn.response_done = True
+                txn.response_complete = True
             elif self._mode[d] in (_Mode.BODY, _Mode.CHUNK_SIZE, _Mode.CHUNK_DATA, _Mode.CHUNK_END):
                 ctx.is_orig = d == 0
                 ctx.weird("http_truncated_body", "the connection ended inside a message body")
@@ -380,14 +417,20 @@ class HttpDissector(Dissector):
         else:
             self._mode[d], self._remaining[d] = _Mode.CHUNK_DATA, size
 
-    def _count_body(self, d: int, size: int) -> None:
+    def _count_body(self, d: int, size: int, data: bytes) -> None:
         txn = self._current[d]
         if txn is None:
             return
         if self._current_request[d]:
             txn.request_body_len += size
+            if txn.request_hash is None:
+                txn.request_hash = _BodyHash()
+            txn.request_hash.update(data)
         else:
             txn.response_body_len += size
+            if txn.response_hash is None:
+                txn.response_hash = _BodyHash()
+            txn.response_hash.update(data)
 
     def _message_done(self, d: int, ctx: PduContext) -> None:
         txn = self._current[d]
@@ -396,13 +439,17 @@ class HttpDissector(Dissector):
             return
         if self._current_request[d]:
             txn.request_done = True
+            txn.request_complete = True
         else:
             txn.response_done = True
+            txn.response_complete = True
         self._current[d] = None
         while self._txns and self._txns[0].request_done and self._txns[0].response_done:
             self._emit(self._txns.popleft(), ctx)
 
     def _emit(self, txn: _Txn, ctx: PduContext) -> None:
+        request = txn.request_hash.hex() if txn.request_hash and txn.request_complete else (None,) * 3
+        response = txn.response_hash.hex() if txn.response_hash and txn.response_complete else (None,) * 3
         where = ctx.where()
         where["ts"], where["is_orig"] = txn.ts, txn.is_orig
         ctx.emit(
@@ -431,6 +478,12 @@ class HttpDissector(Dissector):
                 response_transfer_encoding=txn.response_transfer_encoding,
                 response_content_encoding=txn.response_content_encoding,
                 response_body_len=txn.response_body_len,
+                request_body_md5=request[0],
+                request_body_sha1=request[1],
+                request_body_sha256=request[2],
+                response_body_md5=response[0],
+                response_body_sha1=response[1],
+                response_body_sha256=response[2],
             )
         )
 
