@@ -180,6 +180,32 @@ def test_write_flood_is_a_function_mix_change(tmp_path: Path) -> None:
     assert alert["evidence"][0]["flow_id"] >= 0
 
 
+def test_a_packet_with_a_wild_clock_does_not_hide_what_follows(tmp_path: Path) -> None:
+    """One stray packet stamped 60 years ahead, in the middle of the capture (before the flood):
+    the flood after it is still judged (the watermark guard in ``_advance`` is one of the defences;
+    the flow table and the pipeline's batching are the others)."""
+    frames = sorted(write_flood(), key=lambda f: f[0])
+    middle = next(i for i, f in enumerate(frames) if f[0] >= ns(70))
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    stray = Ether(src=HMI[0], dst=PLC[0]) / IP(src="10.9.9.9", dst="10.9.9.8") / UDP(sport=5, dport=6)
+    wild = (ns(70) + 60 * 365 * 86400 * 1_000_000_000, bytes(stray))
+    capture = tmp_path / "wild.pcap"
+    with capture.open("wb") as handle:  # in this order, not sorted: the wild packet stays inside
+        handle.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in [*frames[:middle], wild, *frames[middle:]]:
+            handle.write(
+                struct.pack("<IIII", ts // 1_000_000_000, ts % 1_000_000_000, len(frame), len(frame))
+            )
+            handle.write(frame)
+    detection = DetectionSettings(anomaly=FAST, learn_minutes=TRAIN_S / 60)
+    analyze([capture], tmp_path / "out", AnalysisOptions(detection=detection))
+    lines = (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()
+    alerts = pair([a for a in map(json.loads, lines) if a["engine"] == "anomaly"])
+    assert [a["type"] for a in alerts] == ["anomaly.function_mix_change"]
+
+
 def test_faster_poll_is_a_rate_change(tmp_path: Path) -> None:
     fast = session(
         HMI, PLC, poll(0, 80) + poll(80, 95, PERIOD / 10, offset=0.051) + poll(95, END_S), cport=40000

@@ -145,6 +145,12 @@ ALERT_TYPES: Final = (RATE, SIZE, PERIODICITY, FUNCTION_MIX, SILENT)
 # ---------------------------------------------------------------------------------------- sources
 
 
+FUTURE_SKEW_NS = 3600 * 1_000_000_000
+"""A timestamp this far beyond the newest one seen is a jump of the clock (see ``_advance``)."""
+JUMP_SUPPORT = 64
+"""Timestamps beyond the skew needed before the watermark follows the jump."""
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """How one event log becomes channel messages: its protocol name in alerts, the column with
@@ -881,6 +887,8 @@ class AnomalyDetector(Detector):
         self._flow_observed: set[int] = set()
         self._first_ts: int | None = None
         self._last_ts = -1
+        self._jump_support = 0
+        """Timestamps seen beyond the watermark's future skew (see :meth:`_advance`)."""
         self._closed = -(1 << 62)
         """Last message bin processed (later rows for it or before it are late)."""
         self._last_bin: int | None = None
@@ -936,12 +944,30 @@ class AnomalyDetector(Detector):
             return np.zeros(ts.shape[0], dtype=bool)
         return ts < until
 
+    def _advance(self, ts: I64) -> None:
+        """Move the time watermark (bins before it are complete) to the newest of ``ts``, unless
+        that is a jump of more than ``FUTURE_SKEW_NS`` that fewer than ``JUMP_SUPPORT`` timestamps
+        back: one packet with a wild clock must not close every bin and drop the rest of the
+        capture as late, while a real jump (the next capture, hours later) is taken at once."""
+        high = int(ts.max())
+        if self._last_ts < 0 or high <= self._last_ts + FUTURE_SKEW_NS:
+            self._last_ts = max(self._last_ts, high)
+            return
+        beyond = ts > self._last_ts + FUTURE_SKEW_NS
+        self._jump_support += int(beyond.sum())
+        if self._jump_support >= JUMP_SUPPORT:
+            self._last_ts, self._jump_support = high, 0
+            return
+        within = ts[~beyond]
+        if within.shape[0]:
+            self._last_ts = max(self._last_ts, int(within.max()))
+
     def _observe(self, ts: I64) -> None:
         if ts.shape[0] == 0:
             return
         low, high = int(ts.min()), int(ts.max())
         self._first_ts = low if self._first_ts is None else min(self._first_ts, low)
-        self._last_ts = max(self._last_ts, high)
+        self._advance(ts)
         first, last = low // self.flow_bin_ns, high // self.flow_bin_ns
         if last - first <= SLICE_BINS:
             self._flow_observed.update(range(first, last + 1))
@@ -1110,7 +1136,7 @@ class AnomalyDetector(Detector):
     def _ingest_flows(self, flows: pa.Table) -> None:
         first, last = _ns(flows["first_ts"]), _ns(flows["last_ts"])
         self._first_ts = int(first.min()) if self._first_ts is None else min(self._first_ts, int(first.min()))
-        self._last_ts = max(self._last_ts, int(last.max()))
+        self._advance(last)
         self._flow_observed.update(_distinct(np.concatenate([first, last]) // self.flow_bin_ns).tolist())
         orig, resp, names = _addresses(flows["orig_ip"], flows["resp_ip"])
         ch, dev = self._channel_ids(self.flows, orig, resp, names, "ip", first)
