@@ -524,6 +524,12 @@ def test_errors_among_many_good_replies_are_no_storm(tmp_path: Path) -> None:
         scan = timed(modbus_session(polls(2, 80)), T0, 0.05)  # 40 errors in 8 s, 50 %
         loud = alerts_for(tmp_path, scan, name=f"scan-{fast_path}", opts=opts)
         assert protocol_alerts(loud, "exception_storm")[(CLIENT[1], PLC[1])]["details"]["total"] == 40
+        # Two minutes of good polls, then the scan: one batch (one table) holds both, and only the
+        # replies near the errors count towards the share.
+        good = polls(10**9, 1201)[2:]  # 1200 good reads (only transaction 0 would be an error)
+        late = timed(modbus_session(good + polls(2, 80)), T0, 0.05)
+        storm = alerts_for(tmp_path, late, name=f"late-{fast_path}", opts=opts)
+        assert "protocol.exception_storm" in kinds(storm)
 
 
 def test_modbus_unit_zero_is_broadcast_only_behind_a_gateway(tmp_path: Path) -> None:

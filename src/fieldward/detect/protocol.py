@@ -390,9 +390,11 @@ class _Replies:
         while self.bins and self.bins[0][0] < start - window_ns - REPLY_BIN_NS:
             self.bins.popleft()
 
-    def since(self, ts: int) -> int:
-        low = ts - ts % REPLY_BIN_NS
-        return sum(n for start, n in self.bins if start >= low)
+    def between(self, first: int, last: int) -> int:
+        """Replies in the bins from the one of ``first`` to the one of ``last`` (a table's replies
+        are counted before its errors are judged: later bins must not dilute the share)."""
+        low, high = first - first % REPLY_BIN_NS, last - last % REPLY_BIN_NS
+        return sum(n for start, n in self.bins if low <= start <= high)
 
 
 @dataclass(slots=True)
@@ -485,19 +487,23 @@ class ProtocolDetector(Detector):
             self._table_counted = False
 
     def _count_replies(self, protocol: str, table: pa.Table) -> None:
-        """Replies (PDUs of the responder) per (client, device) of a table, grouped with Arrow."""
+        """Replies (PDUs of the responder) per (client, device, one-second bin) of a table, grouped
+        with Arrow: a batch spans many seconds, and each reply counts in its own bin."""
         replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
         if not replies.num_rows:
             return
-        grouped = replies.group_by(["orig_h", "resp_h"]).aggregate([("ts", "count"), ("ts", "max")])
-        for client, device, count, last in zip(
+        bins = pc.divide(pc.cast(replies["ts"], pa.int64()), REPLY_BIN_NS)
+        keyed = pa.table({"orig_h": replies["orig_h"], "resp_h": replies["resp_h"], "bin": bins})
+        grouped = keyed.group_by(["orig_h", "resp_h", "bin"]).aggregate([("bin", "count")])
+        rows = zip(
             grouped["orig_h"].to_pylist(),
             grouped["resp_h"].to_pylist(),
-            grouped["ts_count"].to_pylist(),
-            pc.cast(grouped["ts_max"], pa.int64()).to_pylist(),
+            grouped["bin"].to_pylist(),
+            grouped["bin_count"].to_pylist(),
             strict=True,
-        ):
-            self._reply((protocol, str(client), str(device)), int(last), int(count))
+        )
+        for client, device, start, count in sorted(rows, key=lambda row: row[2]):
+            self._reply((protocol, str(client), str(device)), int(start) * REPLY_BIN_NS, int(count))
 
     def _reply(self, key: tuple[str, str, str], ts: int, count: int = 1) -> None:
         replies = self._replies.get(key)
@@ -598,7 +604,7 @@ class ProtocolDetector(Detector):
         share = self.settings.storm_error_share
         replies = self._replies.get(key)
         if share > 0 and replies is not None:
-            total = replies.since(state.recent[0][0])
+            total = replies.between(state.recent[0][0], ts)
             if total and len(state.recent) < share * total:  # errors among many good replies
                 return
         names = [name for _, name in state.recent]
