@@ -102,6 +102,16 @@ def test_demo_runs_with_nothing_but_the_package(tmp_path: Path) -> None:
     assert summary["packets"] > 1000
     assert summary["flows"] > 10
     assert "Protocols by bytes" in proc.stdout
+    alerts = [json.loads(line) for line in (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()]
+    types = {a["type"] for a in alerts}
+    for expected in (
+        "operations.s7_plc_stop",
+        "recon.port_scan_vertical",
+        "threats.brute_force",
+        "baseline.modbus_write_from_unknown_master",
+    ):
+        assert expected in types  # every attack of the sample is found
+    assert summary["alerts_suppressed"].get("learning", 0) == 0  # the learned minutes are clean
 
 
 def test_console_script_is_installed() -> None:

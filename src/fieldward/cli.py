@@ -31,8 +31,11 @@ app = typer.Typer(
 )
 
 DEMO_DEVICES = 16
-DEMO_MINUTES = 2.0
+DEMO_MINUTES = 4.0
 DEMO_SEED = 7
+DEMO_LEARN_MINUTES = 2.0
+"""The demo learns the plant's first two minutes, then judges the rest, where these attacks play."""
+DEMO_ATTACKS = ("s7_plc_stop@2.2", "port_scan@2.5", "telnet_brute_force@3.1", "modbus_rogue_write@3.4")
 
 
 def _stdout() -> Console:
@@ -442,16 +445,25 @@ def _port_ranges(ports: frozenset[int]) -> list[str]:
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("fieldward-demo"),
 ) -> None:
-    """Generate the bundled sample plant capture and analyse it (no input needed)."""
+    """Generate the bundled sample plant capture and analyse it (no input needed).
+
+    The sample is a 16-device plant whose first two minutes are learned as its baseline; four attacks
+    (an S7 PLC stop, a port scan, a telnet brute force, Modbus writes from a rogue laptop) follow.
+    """
     from fieldward.generator import GeneratorConfig, generate_capture
 
     with _clear_errors():
         out.mkdir(parents=True, exist_ok=True)
         sample = out / "sample-plant.pcap"
-        config = GeneratorConfig(devices=DEMO_DEVICES, minutes=DEMO_MINUTES, seed=DEMO_SEED)
+        config = GeneratorConfig(
+            devices=DEMO_DEVICES, minutes=DEMO_MINUTES, seed=DEMO_SEED, attacks=DEMO_ATTACKS
+        )
         stats = generate_capture(sample, config)
-        _stdout().print(f"Sample capture {sample}: {stats.packets:,} packets from a generated plant network")
-        _run_analysis([sample], out, quiet=False, batch_packets=65536)
+        _stdout().print(
+            f"Sample capture {sample}: {stats.packets:,} packets from a generated plant network; "
+            f"the first {DEMO_LEARN_MINUTES:g} minutes are learned, then {len(DEMO_ATTACKS)} attacks play"
+        )
+        _run_analysis([sample], out, quiet=False, batch_packets=65536, learn_minutes=DEMO_LEARN_MINUTES)
 
 
 # ------------------------------------------------------------------ alerts: triage, evidence, export
