@@ -161,3 +161,33 @@ def test_columnar_and_per_event_paths_raise_the_same_alerts(tmp_path: Path) -> N
     assert outputs[0] == outputs[1]
     kinds = {json.loads(line)["type"] for line in outputs[0].splitlines()}
     assert {"recon.modbus_unit_id_sweep", "operations.modbus_restart_or_listen_only"} <= kinds
+
+
+def arp_request(mac: str, ip: str, asked: str) -> Packet:
+    from scapy.layers.l2 import ARP
+
+    return Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=asked)
+
+
+def test_arp_scan_but_not_a_router_refreshing_its_cache(tmp_path: Path) -> None:
+    """arp-scan: 40 addresses in 2 s. A router asking for 60 hosts one every 5 s (a cache being
+    refreshed), and a host asking for one address again and again, are not scans."""
+    router = ("00:90:e8:00:00:01", "10.1.1.1")
+    scan = [arp_request(SCANNER[0], SCANNER[1], f"10.1.1.{host}") for host in range(100, 140)]
+    for index, packet in enumerate(scan):
+        packet.time = 1_700_000_100 + index * 0.05
+    refresh = [arp_request(router[0], router[1], f"10.1.1.{host}") for host in range(2, 62)]
+    for index, packet in enumerate(refresh):
+        packet.time = 1_700_000_000 + index * 5
+    repeat = [arp_request(TARGET[0], TARGET[1], "10.1.1.1") for _ in range(100)]
+    for index, packet in enumerate(repeat):
+        packet.time = 1_700_000_050 + index * 0.01
+    packets = sorted(scan + refresh + repeat, key=lambda pk: float(pk.time))
+    wrpcap(str(tmp_path / "arp.pcap"), packets)
+    analyze([tmp_path / "arp.pcap"], tmp_path / "out")
+    alerts = [json.loads(line) for line in (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()]
+    scans = [a for a in alerts if a["type"] == "recon.arp_scan"]
+    assert [(a["src"], a["dst"], a["protocol"]) for a in scans] == [(SCANNER[1], "*", "arp")]
+    assert scans[0]["details"] == {"mac": SCANNER[0], "hosts": 40}
+    assert scans[0]["first_ts"].startswith("2023-11-14T22:15:00")  # the scan's first request
+    assert scans[0]["evidence_pcap"] is not None  # flowless: cut by address and time

@@ -10,14 +10,14 @@ PLCs. Thresholds are per run (an offline capture) and set in :class:`ReconSettin
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fieldward.detect.engine import AlertBook, DetectionContext, Detector
-from fieldward.detect.model import AlertType, Severity
+from fieldward.detect.model import Alert, AlertType, Severity
 from fieldward.detect.settings import ReconSettings
 from fieldward.protocols.base import Event
 
@@ -80,6 +80,14 @@ MODBUS_SWEEP = _type(
     ("T0846",),
     "A host addressed many Modbus unit ids of one gateway or device: a search for slaves behind it.",
 )
+ARP_SCAN = _type(
+    "arp_scan",
+    "ARP scan",
+    Severity.MEDIUM,
+    ("T0846",),
+    "A host asked for the hardware address of many IP addresses within seconds: a sweep of the local "
+    "segment for live hosts (arp-scan, nmap -sn), invisible to IP-level scan detection.",
+)
 SZL_SCAN = _type(
     "s7_szl_scan",
     "S7 identification scan",
@@ -99,8 +107,11 @@ class ReconDetector(Detector):
         BACNET_SWEEP,
         MODBUS_SWEEP,
         SZL_SCAN,
+        ARP_SCAN,
     )
-    logs: ClassVar[frozenset[str]] = frozenset({"enip", "bacnet_discovery", "modbus", "s7comm_read_szl"})
+    logs: ClassVar[frozenset[str]] = frozenset(
+        {"enip", "bacnet_discovery", "modbus", "s7comm_read_szl", "arp"}
+    )
 
     def __init__(self, alerts: AlertBook, context: DetectionContext | None = None) -> None:
         super().__init__(alerts, context)
@@ -108,6 +119,11 @@ class ReconDetector(Detector):
         self._ports: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._hosts: dict[tuple[str, str, int], set[str]] = defaultdict(set)
         self._pinged: dict[str, set[str]] = defaultdict(set)
+        self._arp_recent: dict[str, deque[tuple[int, str]]] = {}
+        """Sender MAC -> its ARP requests (time, asked address) within the last ``arp_window_s``."""
+        self._arp_scans: dict[str, int] = {}
+        """Sender MAC -> most distinct addresses it asked for within one window (once a scan)."""
+        self._arp_alerts: dict[str, Alert | None] = {}
         self._first: dict[tuple[str, ...], tuple[int, int]] = {}
         """(kind, source, ...) -> (time, flow id) of the first attempt: the alert's start and trigger."""
         self._discovery: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -154,9 +170,12 @@ class ReconDetector(Detector):
     # ------------------------------------------------------------------ events
 
     def on_event(self, event: Any) -> None:
+        log = event.log
+        if log == "arp":
+            self._arp_request(event)
+            return
         if not event.is_orig:
             return
-        log = event.log
         if log == "enip" and event.enip_command == "List Identity":
             self._discover(CIP_SWEEP.id, event, "enip")
         elif log == "bacnet_discovery" and event.pdu_service == "who-is":
@@ -198,6 +217,42 @@ class ReconDetector(Detector):
                 units.add(int(unit))
             self._remember(("modbus", src, dst), ts, int(flow))
 
+    def _arp_request(self, event: Any) -> None:
+        """An ARP request for another address: count the distinct addresses asked within the window."""
+        if event.op != 1 or event.gratuitous or event.announcement or event.tpa == event.spa:
+            return
+        mac, ts = str(event.sha), int(event.ts)
+        recent = self._arp_recent.get(mac)
+        if recent is None:
+            if len(self._arp_recent) >= CAP:
+                return
+            recent = self._arp_recent[mac] = deque()
+        recent.append((ts, str(event.tpa)))
+        horizon = ts - round(self.settings.arp_window_s * 1e9)
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        if len(recent) < self.settings.arp_hosts:
+            return
+        asked = len({address for _, address in recent})
+        if asked < self.settings.arp_hosts:
+            if len(recent) > 4 * CAP:  # one address asked over and over: keep the window bounded
+                recent.popleft()
+            return
+        known = self._arp_scans.get(mac)
+        self._arp_scans[mac] = max(known or 0, asked)
+        if known is None:
+            source = str(event.spa) if event.spa not in ("", "0.0.0.0") else mac  # noqa: S104 - compared
+            self._arp_alerts[mac] = self.alerts.raise_alert(
+                ARP_SCAN,
+                ts=recent[0][0],
+                src=source,
+                dst="*",
+                protocol="arp",
+                explanation=f"{source} ({mac}) asked for {asked} addresses with ARP within "
+                f"{self.settings.arp_window_s:g} s",
+                details={"mac": mac, "hosts": asked},
+            )
+
     def _discover(self, kind: str, event: Any, protocol: str) -> None:
         targets = self._discovery[(kind, event.orig_h)]
         if len(targets) < CAP:
@@ -208,6 +263,9 @@ class ReconDetector(Detector):
 
     def finish(self) -> None:
         limits = self.settings
+        for mac, alert in self._arp_alerts.items():
+            if alert is not None:
+                alert.details["hosts"] = self._arp_scans[mac]
         for (src, dst), ports in sorted(self._ports.items()):
             if len(ports) >= limits.vertical_ports:
                 self._alert(

@@ -21,6 +21,11 @@ class ReconSettings:
     """Distinct devices an ICS discovery request (ListIdentity, Who-Is, SZL read) must reach."""
     unit_ids: int = 10
     """Distinct Modbus unit ids one source must address on one device to be a unit id sweep."""
+    arp_hosts: int = 32
+    """Distinct addresses one host must ask for with ARP requests within ``arp_window_s`` to be an
+    ARP scan (arp-scan, nmap -sn on a LAN). Routers and hosts refresh their ARP caches entry by entry,
+    spread over minutes; a scan asks for a whole subnet in seconds."""
+    arp_window_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
