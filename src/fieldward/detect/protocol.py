@@ -479,19 +479,33 @@ class ProtocolDetector(Detector):
             self._modbus_units(table)
         protocol = REPLY_PROTOCOLS.get(event_type.log)
         if protocol is not None and table.num_rows and self.settings.storm_error_share > 0:
-            self._count_replies(protocol, table)
+            self._count_replies(protocol, table, self.table_filter(event_type.log, table))
         self._table_counted = True
         try:
             super().on_table(event_type, table)
         finally:
             self._table_counted = False
 
-    def _count_replies(self, protocol: str, table: pa.Table) -> None:
+    def _count_replies(self, protocol: str, table: pa.Table, suspects: pa.Array | None = None) -> None:
         """Replies (PDUs of the responder) per (client, device, one-second bin) of a table, grouped
         with Arrow: a batch spans many seconds, and each reply counts in its own bin."""
         replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
         if not replies.num_rows:
             return
+        if suspects is not None:
+            # Only pairs that erred before, or may err in this table, need their replies counted
+            # (the share looks at replies from a storm's first error on): a few pairs, not thousands.
+            pairs = pc.binary_join_element_wise(replies["orig_h"], replies["resp_h"], "|")
+            flagged = pc.binary_join_element_wise(table["orig_h"], table["resp_h"], "|").filter(
+                pc.fill_null(suspects, False)
+            )
+            known = [f"{c}|{d}" for (p, c, d) in self._storms if p == protocol]
+            value_set = pa.concat_arrays([pc.unique(flagged).cast(pa.string()), pa.array(known, pa.string())])
+            if len(value_set) == 0:
+                return
+            replies = replies.filter(pc.is_in(pairs, value_set=value_set))
+            if not replies.num_rows:
+                return
         bins = pc.divide(pc.cast(replies["ts"], pa.int64()), REPLY_BIN_NS)
         keyed = pa.table({"orig_h": replies["orig_h"], "resp_h": replies["resp_h"], "bin": bins})
         grouped = keyed.group_by(["orig_h", "resp_h", "bin"]).aggregate([("bin", "count")])

@@ -119,6 +119,9 @@ class ReconDetector(Detector):
         self._ports: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._hosts: dict[tuple[str, str, int], set[str]] = defaultdict(set)
         self._pinged: dict[str, set[str]] = defaultdict(set)
+        self._unit_parts: list[pa.Table] = []
+        """Distinct (master, device, unit) of the columnar Modbus requests, first time and flow."""
+        self._unit_rows = 0
         self._arp_recent: dict[str, deque[tuple[int, str]]] = {}
         """Sender MAC -> its ARP requests (time, asked address) within the last ``arp_window_s``."""
         self._arp_scans: dict[str, int] = {}
@@ -199,23 +202,57 @@ class ReconDetector(Detector):
         if event_type.log != "modbus":
             super().on_table(event_type, table)
             return
-        # Columnar: the distinct (master, device, unit) of the requests, with their first packet.
+        # Columnar: the distinct (master, device, unit) of the requests with their first packet, kept
+        # as Arrow tables and merged now and then; Python sees only the sweeps (in finish).
         requests = table.filter(
             pc.fill_null(pc.and_(table["is_orig"], pc.equal(table["pdu_type"], "REQ")), False)
         )
         if requests.num_rows == 0:
             return
-        grouped = requests.group_by(["orig_h", "resp_h", "unit"], use_threads=False).aggregate(
-            [("ts", "min"), ("flow_id", "min")]
+        triples = pa.table(
+            {
+                "orig_h": requests["orig_h"],
+                "resp_h": requests["resp_h"],
+                "unit": pc.cast(requests["unit"], pa.int64()),
+                "ts": pc.cast(requests["ts"], pa.int64()),
+                "flow_id": pc.cast(requests["flow_id"], pa.int64()),
+            }
         )
+        self._unit_parts.append(_distinct_units(triples))
+        self._unit_rows += self._unit_parts[-1].num_rows
+        if len(self._unit_parts) >= UNIT_PARTS:
+            self._compact_units()
+
+    def _compact_units(self) -> None:
+        if len(self._unit_parts) > 1:
+            self._unit_parts = [_distinct_units(pa.concat_tables(self._unit_parts))]
+            self._unit_rows = self._unit_parts[0].num_rows
+
+    def _unit_sweeps(self) -> None:
+        """Merge the columnar unit ids into the per-event ones, for the pairs that may be sweeps."""
+        self._compact_units()
+        if not self._unit_parts:
+            return
+        triples = self._unit_parts[0]
+        pairs = triples.group_by(["orig_h", "resp_h"], use_threads=False).aggregate(
+            [("unit", "count_distinct")]
+        )
+        near = self.settings.unit_ids - max((len(u) for u in self._units.values()), default=0)
+        pairs = pairs.filter(pc.greater_equal(pairs["unit_count_distinct"], max(1, near)))
+        if pairs.num_rows == 0:
+            return
+        wanted = pc.is_in(
+            pc.binary_join_element_wise(triples["orig_h"], triples["resp_h"], "|"),
+            value_set=pc.binary_join_element_wise(pairs["orig_h"], pairs["resp_h"], "|"),
+        )
+        rows = triples.filter(wanted)
         for src, dst, unit, ts, flow in zip(
-            *(grouped[c].to_pylist() for c in ("orig_h", "resp_h", "unit", "ts_min", "flow_id_min")),
-            strict=True,
+            *(rows[c].to_pylist() for c in ("orig_h", "resp_h", "unit", "ts", "flow_id")), strict=True
         ):
             units = self._units[(src, dst)]
             if len(units) < CAP:
                 units.add(int(unit))
-            self._remember(("modbus", src, dst), ts, int(flow))
+            self._remember(("modbus", src, dst), int(ts), int(flow))
 
     def _arp_request(self, event: Any) -> None:
         """An ARP request for another address: count the distinct addresses asked within the window."""
@@ -263,6 +300,7 @@ class ReconDetector(Detector):
 
     def finish(self) -> None:
         limits = self.settings
+        self._unit_sweeps()
         for mac, alert in self._arp_alerts.items():
             if alert is not None:
                 alert.details["hosts"] = self._arp_scans[mac]
@@ -333,6 +371,26 @@ class ReconDetector(Detector):
             flow_id=flow,
             details=details,
         )
+
+
+UNIT_PARTS = 32
+"""Columnar unit-id tables kept before they are merged into one."""
+
+
+def _distinct_units(triples: pa.Table) -> pa.Table:
+    """One row per (orig_h, resp_h, unit): the earliest time and the smallest flow id."""
+    grouped = triples.group_by(["orig_h", "resp_h", "unit"], use_threads=False).aggregate(
+        [("ts", "min"), ("flow_id", "min")]
+    )
+    return pa.table(
+        {
+            "orig_h": grouped["orig_h"],
+            "resp_h": grouped["resp_h"],
+            "unit": grouped["unit"],
+            "ts": grouped["ts_min"],
+            "flow_id": grouped["flow_id_min"],
+        }
+    )
 
 
 def _ns(ts: Any) -> int:
