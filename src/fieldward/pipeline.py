@@ -296,6 +296,31 @@ acyclic objects (PDUs, events); with the default thresholds the collector would 
 the run scanning the events waiting to be written."""
 
 
+FREEZE_RESET_BATCHES = 256
+"""Batches after which the objects frozen batch by batch are handed back to the collector."""
+
+
+class _CollectorPacing:
+    """Keeps the garbage collector off what earlier batches left alive.
+
+    After every batch, the objects alive (flow table, inventory evidence, detector state, the events
+    waiting to be written) are frozen (``gc.freeze``: moved out of the generations the collector
+    scans), so each collection scans only what the current batch allocated instead of every
+    long-lived object again. Frozen objects are still freed by reference counting; cyclic garbage
+    among them waits for the next reset, every ``FREEZE_RESET_BATCHES`` batches and at the end.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def batch_done(self) -> None:
+        self.batches += 1
+        if self.batches % FREEZE_RESET_BATCHES == 0:
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+
 @contextmanager
 def _fewer_collections() -> Iterator[None]:
     old = gc.get_threshold()
@@ -304,6 +329,7 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
+        gc.unfreeze()
 
 
 def analyze(
@@ -375,6 +401,8 @@ def _analyze(
             detection.observe_flows(table)
         sink.write(table)
 
+    pacing = _CollectorPacing()
+
     def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
         if detection is not None and len(batch):
             detection.observe_time(int(batch.ts_ns.min()))
@@ -392,6 +420,7 @@ def _analyze(
                     if captured:
                         totals.add(batch, decoded)
                     step(batch, decoded)
+                    pacing.batch_done()
                     if progress is not None:
                         progress(str(capture), reader.position, reader.size)
         leftover = reassembler.flush()

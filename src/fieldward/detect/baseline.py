@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fieldward.detect.engine import AlertBook, DetectionContext, Detector
-from fieldward.detect.model import AlertType, Severity
+from fieldward.detect.model import AlertType, Severity, alert_types_of
 from fieldward.protocols.base import Event, event_schema, events_table
 
 ENGINE = "baseline"
@@ -91,10 +91,7 @@ CATEGORIES = (
 """The behaviour categories this engine learns; one of them non-empty means there is a baseline."""
 
 
-def _type(
-    name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str, fix: str
-) -> AlertType:
-    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre)
+_type = alert_types_of(ENGINE)
 
 
 LEARN_OR_INVESTIGATE = (

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Severity(StrEnum):
@@ -49,6 +49,38 @@ class AlertType:
     """Whether firing during a learning period makes it normal. False for what is never normal
     (threat-intel hits, brute force): it still alerts during ``--learn-minutes`` and is not learned
     from ``--learn`` captures."""
+
+
+class AlertTypeFactory(Protocol):
+    def __call__(
+        self,
+        name: str,
+        title: str,
+        severity: Severity,
+        mitre: tuple[str, ...],
+        description: str,
+        recommendation: str,
+        learnable: bool = True,
+    ) -> AlertType: ...
+
+
+def alert_types_of(engine: str) -> AlertTypeFactory:
+    """The AlertType factory of one engine: ``_type = alert_types_of("operations")``, then
+    ``_type(name, title, severity, mitre, description, recommendation, learnable=True)`` makes
+    ``operations.<name>``."""
+
+    def make(
+        name: str,
+        title: str,
+        severity: Severity,
+        mitre: tuple[str, ...],
+        description: str,
+        recommendation: str,
+        learnable: bool = True,
+    ) -> AlertType:
+        return AlertType(f"{engine}.{name}", title, severity, description, recommendation, mitre, learnable)
+
+    return make
 
 
 @dataclass(frozen=True, slots=True)

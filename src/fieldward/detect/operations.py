@@ -16,15 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fieldward.detect.engine import Detector
-from fieldward.detect.model import AlertType, Severity
+from fieldward.detect.model import AlertType, Severity, alert_types_of
 
 ENGINE = "operations"
 
 
-def _type(
-    name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str, fix: str
-) -> AlertType:
-    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre)
+_type = alert_types_of(ENGINE)
 
 
 VERIFY = "Confirm with the process owner that this was planned maintenance from an engineering station."

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fieldward.detect.engine import AlertBook, DetectionContext, Detector
-from fieldward.detect.model import Alert, AlertType, Severity
+from fieldward.detect.model import Alert, AlertType, Severity, alert_types_of
 from fieldward.detect.settings import ViolationSettings
 from fieldward.protocols import dnp3, enip, modbus
 from fieldward.protocols.base import Event
@@ -58,10 +58,7 @@ MAX_PENDING_BROADCASTS = 1_000
 """Unit-id-0 requests remembered per (client, device) until the end of the run."""
 
 
-def _type(
-    name: str, title: str, severity: Severity, mitre: tuple[str, ...], description: str, fix: str
-) -> AlertType:
-    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre)
+_type = alert_types_of(ENGINE)
 
 
 CHECK_SOURCE = (
@@ -444,6 +441,8 @@ class ProtocolDetector(Detector):
         """True while on_event gets the rows of a table whose replies were counted with Arrow."""
         self._dnp3: dict[tuple[str, str], _Unsolicited] = {}
         self._units: dict[str, set[int]] = {}
+        self._units_seen: pa.Table | None = None
+        """Distinct (device, unit) of the columnar Modbus requests so far (only new ones are noted)."""
         """Device -> unit ids 1-247 it was addressed with (up to ``gateway_unit_ids``)."""
         self._unit0: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
         """(client, device) -> (time, flow, function) of requests to unit id 0."""
@@ -489,23 +488,24 @@ class ProtocolDetector(Detector):
     def _count_replies(self, protocol: str, table: pa.Table, suspects: pa.Array | None = None) -> None:
         """Replies (PDUs of the responder) per (client, device, one-second bin) of a table, grouped
         with Arrow: a batch spans many seconds, and each reply counts in its own bin."""
-        replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
-        if not replies.num_rows:
-            return
         if suspects is not None:
             # Only pairs that erred before, or may err in this table, need their replies counted
             # (the share looks at replies from a storm's first error on): a few pairs, not thousands.
-            pairs = pc.binary_join_element_wise(replies["orig_h"], replies["resp_h"], "|")
-            flagged = pc.binary_join_element_wise(table["orig_h"], table["resp_h"], "|").filter(
-                pc.fill_null(suspects, False)
-            )
+            suspects = pc.fill_null(suspects, False)
             known = [f"{c}|{d}" for (p, c, d) in self._storms if p == protocol]
+            if not known and not pc.any(suspects).as_py():
+                return
+            flagged = pc.binary_join_element_wise(table["orig_h"], table["resp_h"], "|").filter(suspects)
+            replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
+            pairs = pc.binary_join_element_wise(replies["orig_h"], replies["resp_h"], "|")
             value_set = pa.concat_arrays([pc.unique(flagged).cast(pa.string()), pa.array(known, pa.string())])
             if len(value_set) == 0:
                 return
             replies = replies.filter(pc.is_in(pairs, value_set=value_set))
-            if not replies.num_rows:
-                return
+        else:
+            replies = table.filter(pc.invert(pc.fill_null(table["is_orig"], True)))
+        if not replies.num_rows:
+            return
         bins = pc.divide(pc.cast(replies["ts"], pa.int64()), REPLY_BIN_NS)
         keyed = pa.table({"orig_h": replies["orig_h"], "resp_h": replies["resp_h"], "bin": bins})
         grouped = keyed.group_by(["orig_h", "resp_h", "bin"]).aggregate([("bin", "count")])
@@ -658,7 +658,13 @@ class ProtocolDetector(Detector):
         if not rows.num_rows:
             return
         device = pc.if_else(rows["is_orig"], rows["resp_h"], rows["orig_h"])
-        pairs = pa.table({"device": device, "unit": rows["unit"]}).group_by(["device", "unit"]).aggregate([])
+        pairs = pa.table({"device": device, "unit": pc.cast(rows["unit"], pa.int64())})
+        pairs = pairs.group_by(["device", "unit"]).aggregate([])
+        if self._units_seen is not None:  # only pairs not seen in an earlier table reach Python
+            pairs = pairs.join(self._units_seen, keys=["device", "unit"], join_type="left anti")
+            if not pairs.num_rows:
+                return
+        self._units_seen = pairs if self._units_seen is None else pa.concat_tables([self._units_seen, pairs])
         for host, number in zip(pairs["device"].to_pylist(), pairs["unit"].to_pylist(), strict=True):
             self._note_unit(host, number)
 

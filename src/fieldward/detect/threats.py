@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 
 from fieldward.detect.engine import AlertBook, DetectionContext, Detector
 from fieldward.detect.intel import Indicator, IntelSet, Kind, load_intel
-from fieldward.detect.model import Alert, AlertType, Severity
+from fieldward.detect.model import Alert, AlertType, Severity, alert_types_of
 from fieldward.detect.settings import ThreatSettings
 
 ENGINE = "threats"
@@ -49,16 +49,7 @@ MAX_KEYS = 200_000
 NS = 1_000_000_000
 
 
-def _type(
-    name: str,
-    title: str,
-    severity: Severity,
-    mitre: tuple[str, ...],
-    description: str,
-    fix: str,
-    learnable: bool = True,
-) -> AlertType:
-    return AlertType(f"{ENGINE}.{name}", title, severity, description, fix, mitre, learnable)
+_type = alert_types_of(ENGINE)
 
 
 BRUTE_FORCE = _type(
