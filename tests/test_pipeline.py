@@ -78,3 +78,28 @@ def test_first_ts_is_utc_iso(corpus: Path, tmp_path: Path) -> None:
     assert result.totals.first_ts_ns is not None
     assert int(parsed.timestamp()) == result.totals.first_ts_ns // 1_000_000_000
     assert summary["protocols_by_packets"] == {"arp": 2}
+
+
+def test_collector_pacing_freezes_per_batch_and_leaves_nothing_frozen(tmp_path: Path) -> None:
+    """Objects are frozen after every batch during the run (so collections skip them) and the run
+    hands everything back to the collector when it ends, also when it fails."""
+    import gc
+
+    from fieldward.errors import FieldWardError
+    from fieldward.generator import GeneratorConfig, generate_capture
+    from fieldward.pipeline import AnalysisOptions
+
+    capture = tmp_path / "plant.pcap"
+    generate_capture(capture, GeneratorConfig(devices=6, minutes=0.2, seed=3))
+    frozen: list[int] = []
+
+    def progress(_capture: str, _done: int, _total: int) -> None:
+        frozen.append(gc.get_freeze_count())
+
+    analyze([capture], tmp_path / "out", AnalysisOptions(batch_packets=64), progress)
+    assert len(frozen) > 3
+    assert all(count > 0 for count in frozen)
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(FieldWardError):
+        analyze([tmp_path / "absent.pcap"], tmp_path / "out2")
+    assert gc.get_freeze_count() == 0
