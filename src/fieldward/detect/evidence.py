@@ -223,6 +223,19 @@ def _flow_keys(src: U8, sport: U64, dst: U8, dport: U64, proto: U64, vlan: U64, 
     return _mix(_mix(lo + _GOLDEN) ^ hi) ^ _mix(rest + _GOLDEN)
 
 
+def _packet_flow_keys(decoded: DecodedBatch) -> U64:
+    """The direction-free flow key of every decoded packet."""
+    return _flow_keys(
+        decoded.src_ip,
+        decoded.sport.astype(np.uint64),
+        decoded.dst_ip,
+        decoded.dport.astype(np.uint64),
+        decoded.ip_proto.astype(np.uint64),
+        decoded.vlan.astype(np.uint64),
+        decoded.vlan_inner.astype(np.uint64),
+    )
+
+
 def _ip_keys(rows: U8) -> U64:
     words = _words(rows)
     return _mix(_mix(words[:, 0] ^ _TAG_IP) ^ words[:, 1])
@@ -459,15 +472,7 @@ def _matches(plan: _Plan, ts: I64, decoded: DecodedBatch) -> tuple[I64, I64, I64
 
     if len(plan.flows):
         has_ip = decoded.ip_version != 0
-        keys = _flow_keys(
-            decoded.src_ip,
-            decoded.sport.astype(np.uint64),
-            decoded.dst_ip,
-            decoded.dport.astype(np.uint64),
-            decoded.ip_proto.astype(np.uint64),
-            decoded.vlan.astype(np.uint64),
-            decoded.vlan_inner.astype(np.uint64),
-        )
+        keys = _packet_flow_keys(decoded)
         pkt, win = _join(plan.flows.key, keys)
         keep(pkt, win, plan.flows, has_ip[pkt])
     if len(plan.addresses):
@@ -557,15 +562,7 @@ def _withheld_caplen(plan: _Plan, sub: PacketBatch, decoded: DecodedBatch) -> I6
     caplen = sub.caplen.astype(np.int64)
     if plan.secret_keys.shape[0] == 0:
         return caplen
-    keys = _flow_keys(
-        decoded.src_ip,
-        decoded.sport.astype(np.uint64),
-        decoded.dst_ip,
-        decoded.dport.astype(np.uint64),
-        decoded.ip_proto.astype(np.uint64),
-        decoded.vlan.astype(np.uint64),
-        decoded.vlan_inner.astype(np.uint64),
-    )
+    keys = _packet_flow_keys(decoded)
     position = np.minimum(np.searchsorted(plan.secret_keys, keys), plan.secret_keys.shape[0] - 1)
     secret = (plan.secret_keys[position] == keys) & (decoded.ip_version != 0)
     offset = decoded.payload_offset.astype(np.int64)
