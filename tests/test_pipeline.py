@@ -103,3 +103,44 @@ def test_collector_pacing_freezes_per_batch_and_leaves_nothing_frozen(tmp_path: 
     with pytest.raises(FieldWardError):
         analyze([tmp_path / "absent.pcap"], tmp_path / "out2")
     assert gc.get_freeze_count() == 0
+
+
+def test_a_stray_packet_with_a_wild_clock_does_not_split_open_flows(tmp_path: Path) -> None:
+    """One UDP packet stamped 3 days ahead in the middle of a Modbus session: the session stays
+    one flow (the stray only adds its own), and a real jump between captures still ends flows."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    from fieldward.generator import protocols as p
+    from fieldward.pipeline import AnalysisOptions
+    from tests.inventory.helpers import tcp_session
+
+    flights = [
+        (
+            i % 2 == 0,
+            p.modbus_adu(
+                i // 2, 1, p.modbus_read_request(3, 0, 1) if i % 2 == 0 else p.modbus_read_response(3, [7])
+            ),
+        )
+        for i in range(40)
+    ]
+    session = tcp_session(("00:0c:29:00:00:01", "10.0.0.1"), ("00:80:f4:00:00:02", "10.0.0.2"), 502, flights)
+    for index, packet in enumerate(session):
+        packet.time = 1_700_000_000 + index * 0.1
+    stray = Ether(src="00:0c:29:00:00:07", dst="00:0c:29:00:00:08") / IP(src="10.0.0.7", dst="10.0.0.8")
+    stray = stray / UDP(sport=1, dport=2)
+    stray.time = 1_700_000_000 + 3 * 86400  # a wild clock (the reader drops records > 7 days off)
+    middle = len(session) // 2
+    wrpcap(str(tmp_path / "plain.pcap"), session)
+    wrpcap(str(tmp_path / "wild.pcap"), [*session[:middle], stray, *session[middle:]])
+    small = AnalysisOptions(batch_packets=8)  # the stray's batch is followed by more of the session
+    plain = analyze([tmp_path / "plain.pcap"], tmp_path / "a", small)
+    wild = analyze([tmp_path / "wild.pcap"], tmp_path / "b", small)
+    assert wild.flows == plain.flows + 1
+    later = session[:5]
+    for index, packet in enumerate(later):
+        packet.time = 1_700_000_000 + 7200 + index * 0.1  # the same 5-tuple two hours later
+    wrpcap(str(tmp_path / "later.pcap"), later)
+    both = analyze([tmp_path / "plain.pcap", tmp_path / "later.pcap"], tmp_path / "c", small)
+    assert both.flows == plain.flows + 1

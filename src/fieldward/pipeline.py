@@ -411,7 +411,7 @@ def _analyze(
         assignment = flows.update(batch, decoded)
         engine.process(batch, decoded, assignment)
         if len(batch):
-            finished(flows.expire(int(batch.ts_ns.max())))
+            finished(flows.expire(batch_time(batch.ts_ns)))
 
     try:
         for capture in captures:
@@ -464,6 +464,22 @@ def _analyze(
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
     return result
+
+
+CLOCK_JUMP_NS = 3600 * 1_000_000_000
+"""A packet this far after the middle of its batch is not taken as the batch's time (see batch_time)."""
+
+
+def batch_time(ts_ns: npt.NDArray[np.int64]) -> int:
+    """The time a batch has reached, for expiring idle flows: its newest packet, unless that packet
+    is more than :data:`CLOCK_JUMP_NS` after the batch's median (a stray packet with a wild clock must
+    not end every open flow); then the newest packet within that distance. A real jump (the next
+    capture file, hours later) moves the median with it."""
+    newest = int(ts_ns.max())
+    median = int(np.median(ts_ns))
+    if newest - median <= CLOCK_JUMP_NS:
+        return newest
+    return int(ts_ns[ts_ns <= median + CLOCK_JUMP_NS].max())
 
 
 def attribute_alerts(alerts: Sequence[Alert], inventory: Inventory) -> None:
