@@ -63,6 +63,20 @@ class PacketBatch:
     def wire_bytes(self) -> int:
         return int(self.origlen.sum(dtype=np.int64))
 
+    def take(self, rows: I64) -> PacketBatch:
+        """The packets ``rows`` of this batch, sharing its buffer (only the columns are indexed)."""
+        return PacketBatch(
+            buffer=self.buffer,
+            offsets=self.offsets[rows],
+            caplen=self.caplen[rows],
+            origlen=self.origlen[rows],
+            ts_ns=self.ts_ns[rows],
+            interface=self.interface[rows],
+            linktype=self.linktype[rows],
+            first_index=self.first_index,
+            source=self.source,
+        )
+
     def packet(self, i: int) -> bytes:
         """The captured bytes of packet ``i`` (for tests and slow paths, not for hot loops)."""
         start = int(self.offsets[i])

@@ -1147,18 +1147,7 @@ def decode_batch(batch: PacketBatch, weird: WeirdLog | None = None) -> DecodedBa
     wcode = np.zeros(n, dtype=np.uint8)
     if n_slow:
         rows = np.flatnonzero(slow)
-        sub = PacketBatch(
-            buffer=batch.buffer,
-            offsets=batch.offsets[rows],
-            caplen=batch.caplen[rows],
-            origlen=batch.origlen[rows],
-            ts_ns=batch.ts_ns[rows],
-            interface=batch.interface[rows],
-            linktype=batch.linktype[rows],
-            first_index=batch.first_index,
-            source=batch.source,
-        )
-        part = decode_batch_vectorized(sub)
+        part = decode_batch_vectorized(batch.take(rows))
         for name, col in cols.items():
             col[rows] = getattr(part, name)
         src_ip[rows] = part.src_ip

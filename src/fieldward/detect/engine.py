@@ -87,7 +87,10 @@ class Detector(ABC):  # noqa: B024 - every hook is optional
     def on_table(self, event_type: type[Event], table: pa.Table) -> None:
         """Events that arrive as an Arrow table: by default the filtered rows go to :meth:`on_event`.
         Override for a columnar detector."""
-        mask = self.table_filter(event_type.log, table)
+        self.on_rows(event_type, table, self.table_filter(event_type.log, table))
+
+    def on_rows(self, event_type: type[Event], table: pa.Table, mask: pa.Array | None) -> None:
+        """The rows of ``table`` under ``mask`` (None: all) as events to :meth:`on_event`."""
         rows = table.filter(pc.fill_null(mask, False)) if mask is not None else table
         for event in events_of_table(event_type, rows):
             self.on_event(event)

@@ -424,21 +424,6 @@ def _in_intervals(starts: I64, ends: I64, ts: I64) -> Bool:
 # ------------------------------------------------------------------------------------- the pass
 
 
-def _sub_batch(batch: PacketBatch, rows: I64) -> PacketBatch:
-    """The packets ``rows`` of ``batch``, sharing its buffer (nothing is copied)."""
-    return PacketBatch(
-        buffer=batch.buffer,
-        offsets=batch.offsets[rows],
-        caplen=batch.caplen[rows],
-        origlen=batch.origlen[rows],
-        ts_ns=batch.ts_ns[rows],
-        interface=batch.interface[rows],
-        linktype=batch.linktype[rows],
-        first_index=batch.first_index,
-        source=batch.source,
-    )
-
-
 def _packet_address_keys(decoded: DecodedBatch) -> U64:
     """``(n, 6)`` address keys of each packet (IP src/dst, MAC src/dst, ARP sender/target); 0 where
     a packet has no such address."""
@@ -529,7 +514,7 @@ def collect_evidence(
 def _scan(
     plan: _Plan, batch: PacketBatch, rows: I64, order_base: int, found: dict[int, EvidencePackets], limit: int
 ) -> None:
-    sub = _sub_batch(batch, rows)
+    sub = batch.take(rows)
     ts = sub.ts_ns.astype(np.int64, copy=False)
     decoded = decode_batch(sub, WeirdLog())
     target, packet, distance = _matches(plan, ts, decoded)
@@ -622,6 +607,20 @@ def secret_flow_ids(events_dir: Path) -> set[int]:
 # ------------------------------------------------------------------------------------ the files
 
 
+def _flows_of(
+    out_dir: Path, trigger_ids: Iterable[int]
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The ``flows.parquet`` rows of the trigger flows and of the flows that carried a secret, read
+    in one pass."""
+    triggers = {int(f) for f in trigger_ids}
+    secret_ids = secret_flow_ids(out_dir / "events")
+    rows = read_trigger_flows(out_dir / "flows.parquet", triggers | secret_ids)
+    return (
+        {f: row for f, row in rows.items() if f in triggers},
+        {f: row for f, row in rows.items() if f in secret_ids},
+    )
+
+
 def read_trigger_flows(flows_path: Path, flow_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """The ``flows.parquet`` rows of ``flow_ids`` (times as integer nanoseconds); {} without file."""
     wanted = sorted({int(f) for f in flow_ids if int(f) >= 0})
@@ -689,9 +688,7 @@ def write_evidence(
     found: dict[str, EvidencePackets] = {}
     if targets:
         try:
-            trigger_flows = (f for t in targets for f, _ts in t.triggers)
-            flows = read_trigger_flows(out_dir / "flows.parquet", trigger_flows)
-            secrets = read_trigger_flows(out_dir / "flows.parquet", secret_flow_ids(out_dir / "events"))
+            flows, secrets = _flows_of(out_dir, (f for t in targets for f, _ts in t.triggers))
             found = collect_evidence(captures, targets, flows, settings, secrets)
         except (FieldWardError, OSError) as exc:  # the analysis is done; evidence can be cut later
             logger.warning("evidence captures not written: %s", exc)
@@ -785,8 +782,7 @@ def cut_evidence(
     for source in sources:
         if not source.is_file():
             raise EvidenceError(f"capture {source} not found (pass the capture with --capture PATH)")
-    flows = read_trigger_flows(out_dir / "flows.parquet", (f for f, _ts in wanted.triggers))
-    secrets = read_trigger_flows(out_dir / "flows.parquet", secret_flow_ids(out_dir / "events"))
+    flows, secrets = _flows_of(out_dir, (f for f, _ts in wanted.triggers))
     found = collect_evidence(sources, [wanted], flows, settings, secrets).get(wanted.alert_id)
     if found is None or not found.packets:
         raise EvidenceError(

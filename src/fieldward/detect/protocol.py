@@ -476,12 +476,13 @@ class ProtocolDetector(Detector):
     def on_table(self, event_type: type[Event], table: pa.Table) -> None:
         if event_type.log == "modbus" and table.num_rows:
             self._modbus_units(table)
+        mask = self.table_filter(event_type.log, table)
         protocol = REPLY_PROTOCOLS.get(event_type.log)
         if protocol is not None and table.num_rows and self.settings.storm_error_share > 0:
-            self._count_replies(protocol, table, self.table_filter(event_type.log, table))
+            self._count_replies(protocol, table, mask)
         self._table_counted = True
         try:
-            super().on_table(event_type, table)
+            self.on_rows(event_type, table, mask)
         finally:
             self._table_counted = False
 

@@ -121,7 +121,6 @@ class ReconDetector(Detector):
         self._pinged: dict[str, set[str]] = defaultdict(set)
         self._unit_parts: list[pa.Table] = []
         """Distinct (master, device, unit) of the columnar Modbus requests, first time and flow."""
-        self._unit_rows = 0
         self._arp_recent: dict[str, deque[tuple[int, str]]] = {}
         """Sender MAC -> its ARP requests (time, asked address) within the last ``arp_window_s``."""
         self._arp_scans: dict[str, int] = {}
@@ -219,14 +218,12 @@ class ReconDetector(Detector):
             }
         )
         self._unit_parts.append(_distinct_units(triples))
-        self._unit_rows += self._unit_parts[-1].num_rows
         if len(self._unit_parts) >= UNIT_PARTS:
             self._compact_units()
 
     def _compact_units(self) -> None:
         if len(self._unit_parts) > 1:
             self._unit_parts = [_distinct_units(pa.concat_tables(self._unit_parts))]
-            self._unit_rows = self._unit_parts[0].num_rows
 
     def _unit_sweeps(self) -> None:
         """Merge the columnar unit ids into the per-event ones, for the pairs that may be sweeps."""

@@ -520,30 +520,17 @@ class ThreatDetector(Detector):
         ts = int(event.ts)
         indicator = self.intel.match_domain(host, ts)
         if indicator is not None:
-            self._intel_alert(
-                INTEL_DOMAIN,
-                indicator,
-                ts,
-                event.orig_h,
-                event.resp_h,
-                "http",
-                event.flow_id,
-                host or "",
-                "HTTP host",
-            )
+            self._event_intel(INTEL_DOMAIN, indicator, event, "http", host or "", "HTTP host")
         for direction in ("response", "request"):
             for kind in (Kind.SHA256, Kind.SHA1, Kind.MD5):
                 digest = str(getattr(event, f"{direction}_body_{kind.value}", None) or "")
                 indicator = self.intel.match_hash(kind, digest, ts) if digest else None
                 if indicator is not None:
-                    self._intel_alert(
+                    self._event_intel(
                         INTEL_FILE,
                         indicator,
-                        ts,
-                        event.orig_h,
-                        event.resp_h,
+                        event,
                         "http",
-                        event.flow_id,
                         digest,
                         f"HTTP {direction} body {kind.value.upper()}",
                     )
@@ -553,17 +540,7 @@ class ThreatDetector(Detector):
             url = uri if "://" in uri else f"http://{event.host or event.resp_h}{uri}"
             indicator = self.intel.match_url(url, ts)
             if indicator is not None:
-                self._intel_alert(
-                    INTEL_URL,
-                    indicator,
-                    ts,
-                    event.orig_h,
-                    event.resp_h,
-                    "http",
-                    event.flow_id,
-                    url,
-                    "HTTP URL",
-                )
+                self._event_intel(INTEL_URL, indicator, event, "http", url, "HTTP URL")
 
     def _mqtt(self, event: Any) -> None:
         if event.password_present:
@@ -817,22 +794,16 @@ class ThreatDetector(Detector):
         indicator = self.intel.match_domain(event.server_name, ts)
         if indicator is not None:
             name = str(event.server_name).lower()
-            self._intel_alert(
-                INTEL_DOMAIN, indicator, ts, event.orig_h, event.resp_h, "tls", event.flow_id, name, "TLS SNI"
-            )
+            self._event_intel(INTEL_DOMAIN, indicator, event, "tls", name, "TLS SNI")
         indicator = self.intel.match_hash(Kind.JA3, event.ja3, ts)
         if indicator is not None:
-            self._intel_alert(
-                INTEL_TLS, indicator, ts, event.orig_h, event.resp_h, "tls", event.flow_id, event.ja3, "JA3"
-            )
+            self._event_intel(INTEL_TLS, indicator, event, "tls", event.ja3, "JA3")
 
     def _server_hello(self, event: Any) -> None:
         ts = int(event.ts)
         indicator = self.intel.match_hash(Kind.JA3S, event.ja3s, ts)
         if indicator is not None:
-            self._intel_alert(
-                INTEL_TLS, indicator, ts, event.orig_h, event.resp_h, "tls", event.flow_id, event.ja3s, "JA3S"
-            )
+            self._event_intel(INTEL_TLS, indicator, event, "tls", event.ja3s, "JA3S")
 
     def _certificate(self, event: Any) -> None:
         ts = int(event.ts)
@@ -883,6 +854,28 @@ class ThreatDetector(Detector):
             )
 
     # ------------------------------------------------------------------ shared
+
+    def _event_intel(
+        self,
+        alert_type: AlertType,
+        indicator: Indicator,
+        event: Any,
+        protocol: str,
+        observed: str,
+        where: str,
+    ) -> None:
+        """An indicator matched in an event: from its originator to its responder, on its flow."""
+        self._intel_alert(
+            alert_type,
+            indicator,
+            int(event.ts),
+            event.orig_h,
+            event.resp_h,
+            protocol,
+            event.flow_id,
+            observed,
+            where,
+        )
 
     def _intel_alert(
         self,
