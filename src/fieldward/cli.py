@@ -37,6 +37,15 @@ DEMO_LEARN_MINUTES = 2.0
 """The demo learns the plant's first two minutes, then judges the rest, where these attacks play."""
 DEMO_ATTACKS = ("s7_plc_stop@2.2", "port_scan@2.5", "telnet_brute_force@3.1", "modbus_rogue_write@3.4")
 
+_Db = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (sqlite:///FILE or postgresql+psycopg://...); default $FIELDWARD_DATABASE_URL "
+        "or fieldward.db in the data folder ($FIELDWARD_HOME, ~/.local/share/fieldward).",
+    ),
+]
+
 
 def _stdout() -> Console:
     return Console(highlight=False)
@@ -89,6 +98,8 @@ def _run_analysis(
     learn_minutes: float = 0.0,
     baseline: Path | None = None,
     intel: tuple[Path, ...] = (),
+    db: str | None = None,
+    assess: bool = True,
 ) -> None:
     from fieldward.detect.knowledge import Knowledge
     from fieldward.detect.settings import DetectionSettings
@@ -135,6 +146,8 @@ def _run_analysis(
             _print_devices(console, records, limit=INVENTORY_ROWS_SHOWN)
         if result.alerts:
             _print_alerts(console, [alert.to_json() for alert in result.alerts])
+    if assess and result.inventory is not None:
+        _run_assessment(out, db, quiet)
 
 
 def _print_summary(console: Console, summary: dict[str, object], out: Path) -> None:
@@ -285,8 +298,12 @@ def analyze(
         list[Path] | None,
         typer.Option("--intel", help="Threat-intelligence file (STIX 2.1 JSON or CSV); repeatable."),
     ] = None,
+    db: _Db = None,
+    assess: Annotated[
+        bool, typer.Option(help="Assess vulnerabilities, configurations and risk after the analysis.")
+    ] = True,
 ) -> None:
-    """Analyse capture files: flows, protocol events, the device inventory and alerts, written to DIR."""
+    """Analyse capture files: flows, protocol events, inventory, alerts and risk, written to DIR."""
     with _clear_errors():
         _run_analysis(
             captures,
@@ -298,6 +315,8 @@ def analyze(
             learn_minutes=learn_minutes,
             baseline=baseline,
             intel=tuple(intel or ()),
+            db=db,
+            assess=assess,
         )
 
 
@@ -725,6 +744,442 @@ def alerts_export(
         if out is not None or syslog is not None:
             where = " and ".join(str(w) for w in (out, syslog) if w is not None)
             Console(stderr=True, highlight=False).print(f"exported {count:,} alerts to {where}", markup=False)
+
+
+# ------------------------------------------------- assessment: feeds, vulnerabilities, risk, report
+
+feeds_app = typer.Typer(
+    help="Vulnerability knowledge from offline feed files: NVD CVE JSON 2.0, CISA KEV (JSON/CSV), CSAF 2.0.",
+    no_args_is_help=True,
+)
+app.add_typer(feeds_app, name="feeds")
+
+
+def _vulndb(url: str | None) -> Any:
+    from fieldward.store.database import default_url
+    from fieldward.store.vulndb import VulnerabilityDatabase
+
+    return VulnerabilityDatabase(url or default_url())
+
+
+def _existing_vulndb(url: str | None) -> Any | None:
+    """The feed database to match against: the one named, else the default one if it exists."""
+    from sqlalchemy.engine import make_url
+
+    from fieldward.store.database import default_url
+
+    chosen = url or default_url()
+    parsed = make_url(chosen)
+    if url is None and parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or not Path(database).expanduser().is_file():
+            return None
+    return _vulndb(chosen)
+
+
+@feeds_app.command("import")
+def feeds_import(
+    files: Annotated[list[Path], typer.Argument(help="Feed files (optionally .gz): NVD, KEV or CSAF.")],
+    db: _Db = None,
+    force: Annotated[bool, typer.Option(help="Parse files again even when already imported.")] = False,
+    strict: Annotated[bool, typer.Option(help="Stop at the first file that is not a feed.")] = False,
+) -> None:
+    """Import feed files (incremental and idempotent; the feeds' own dates are kept)."""
+    with _clear_errors():
+        database = _vulndb(db)
+        report = database.import_documents(files, strict=strict, force=force)
+        table = Table(title=f"Feed import into {database.url.render_as_string(hide_password=True)}")
+        for column in ("file", "source", "added", "updated", "unchanged", "skipped", "note"):
+            table.add_column(column, overflow="fold")
+        for item in report.files:
+            counts = item.counts
+            table.add_row(
+                str(item.path),
+                str(item.source or "-"),
+                f"{counts.added:,}",
+                f"{counts.updated:,}",
+                f"{counts.unchanged:,}",
+                f"{counts.skipped:,}",
+                item.error or ("already imported" if item.identical else ""),
+            )
+        console = _stdout()
+        console.print(table)
+        total = report.total
+        console.print(
+            f"{total.added:,} added, {total.updated:,} updated, {total.unchanged:,} unchanged, "
+            f"{total.skipped:,} skipped in {report.seconds:.1f} s",
+            markup=False,
+        )
+        if report.errors:
+            _fail(f"{len(report.errors)} file(s) could not be imported")
+
+
+@feeds_app.command("status")
+def feeds_status(db: _Db = None) -> None:
+    """What the vulnerability knowledge holds: records per source and the feeds' dates."""
+    with _clear_errors():
+        status = _vulndb(db).status()
+        table = Table(title="Vulnerability knowledge", title_justify="left")
+        for column in ("source", "records", "newest record", "feed date", "feed version"):
+            table.add_column(column)
+        for source, info in status["sources"].items():
+            table.add_row(
+                source,
+                f"{info['records']:,}",
+                str(info["newest"] or "-"),
+                str(info["feed_date"] or "-"),
+                str(info["feed_version"] or "-"),
+            )
+        console = _stdout()
+        console.print(table)
+        console.print(f"last import {status['last_import'] or 'never'}; {status['marks']} analyst mark(s)")
+
+
+def _run_assessment(folder: Path, db: str | None, quiet: bool, use_feeds: bool = True) -> Any:
+    from fieldward.assessment import assess_folder, write_assessment
+
+    database = _existing_vulndb(db) if use_feeds else None
+    if database is None:
+        assessment = assess_folder(folder)
+    else:
+        assessment = assess_folder(folder, database, database.marks(), feeds=database.status())
+    write_assessment(folder, assessment)
+    if not quiet:
+        _print_assessment(_stdout(), assessment, folder)
+    return assessment
+
+
+_PRIORITY_STYLE = {"now": "bold red", "next": "yellow", "later": "green"}
+
+
+def _print_assessment(console: Console, assessment: Any, folder: Path) -> None:
+    from fieldward.assess.risk import device_label
+
+    labels = {d["id"]: device_label(d) for d in assessment.devices}
+    site = assessment.site
+    console.print(
+        f"[bold]Site risk {site.score}/100[/bold]: "
+        + ", ".join(f"{n} {p}" for p, n in site.by_priority.items())
+        + f" of {site.devices} devices"
+    )
+    if assessment.feeds is None:
+        console.print(
+            "no vulnerability feeds: import NVD/KEV/CSAF files with `fieldward feeds import` "
+            "to match CVEs (configurations, alerts and criticality were assessed)"
+        )
+    risky = [r for r in assessment.risks if r.score > 0][:10]
+    if risky:
+        table = Table(title="Riskiest devices", title_justify="left")
+        for column in ("score", "priority", "device", "top reasons"):
+            table.add_column(column, overflow="fold")
+        for risk in risky:
+            reasons = "; ".join(c.detail for c in risk.contributors[:2])
+            table.add_row(
+                str(risk.score),
+                f"[{_PRIORITY_STYLE[risk.priority.value]}]{risk.priority.value}[/]",
+                labels.get(risk.device_id, risk.device_id),
+                reasons,
+            )
+        console.print(table)
+    findings = assessment.open_findings
+    if findings:
+        table = Table(title=f"Vulnerabilities ({len(findings)})", title_justify="left")
+        for column in ("device", "CVE", "severity", "CVSS", "KEV", "why"):
+            table.add_column(column, overflow="fold")
+        for finding in sorted(findings, key=_finding_rank)[:15]:
+            table.add_row(
+                labels.get(finding.device_id, finding.device_id),
+                finding.vulnerability_id,
+                finding.severity.value,
+                f"{finding.cvss.base_score:.1f}" if finding.cvss else "-",
+                "yes" if finding.kev else "",
+                finding.reason,
+            )
+        console.print(table)
+    configs = assessment.config_findings
+    if configs:
+        table = Table(title=f"Insecure configurations ({len(configs)})", title_justify="left")
+        for column in ("device", "severity", "finding", "port", "peers"):
+            table.add_column(column, overflow="fold")
+        for config in configs[:15]:
+            table.add_row(
+                labels.get(config.device_id, config.device_id),
+                config.severity.value,
+                config.title,
+                str(config.port or "-"),
+                ", ".join(config.peers[:3]),
+            )
+        console.print(table)
+    if assessment.plan:
+        table = Table(title="Remediation plan (first 10)", title_justify="left")
+        for column in ("priority", "device", "action", "why"):
+            table.add_column(column, overflow="fold")
+        for item in assessment.plan[:10]:
+            table.add_row(
+                f"[{_PRIORITY_STYLE[item.priority.value]}]{item.priority.value}[/]",
+                labels.get(item.device_id, item.device_id),
+                item.action,
+                item.reason,
+            )
+        console.print(table)
+    console.print(
+        f"Assessment written to [bold]{folder}[/bold] "
+        "(vulnerabilities.json, configurations.json, risk.json); "
+        f"`fieldward report {folder} --format pdf` writes the report"
+    )
+
+
+_SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "none": 4}
+
+
+def _finding_rank(finding: Any) -> tuple[bool, int, float, str]:
+    score = finding.cvss.base_score if finding.cvss else 0.0
+    return (not finding.kev, _SEVERITY_RANK.get(finding.severity.value, 5), -score, finding.vulnerability_id)
+
+
+@app.command()
+def assess(
+    folder: Annotated[Path, typer.Argument(help="An analysis output folder (fieldward analyze --out).")],
+    db: _Db = None,
+    no_feeds: Annotated[bool, typer.Option("--no-feeds", help="Do not match vulnerabilities.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Assess an analysis folder: vulnerabilities, insecure configurations, risk scores and a fix plan."""
+    with _clear_errors():
+        _run_assessment(folder, db, quiet, use_feeds=not no_feeds)
+
+
+vulns_app = typer.Typer(
+    help="The vulnerability findings of an analysis folder: list, show, not-applicable, applicable.",
+    no_args_is_help=True,
+)
+app.add_typer(vulns_app, name="vulns")
+
+
+@vulns_app.callback()
+def _vulns(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="An analysis folder.")]) -> None:
+    ctx.obj = folder
+
+
+def _load_assessment(folder: Path) -> Any:
+    from fieldward.assessment import load_assessment
+
+    return load_assessment(folder)
+
+
+@vulns_app.command("list")
+def vulns_list(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option(help="Only this device (id, IP or host name).")] = None,
+    kev: Annotated[bool, typer.Option("--kev", help="Only known exploited (CISA KEV).")] = False,
+    include_not_applicable: Annotated[
+        bool, typer.Option("--all", help="Include findings marked not applicable.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+) -> None:
+    """List vulnerability findings, known-exploited and most severe first."""
+    import json
+
+    from fieldward.assess.importance import resolve_device
+    from fieldward.assess.risk import device_label
+
+    with _clear_errors():
+        assessment = _load_assessment(ctx.obj)
+        findings = assessment.findings if include_not_applicable else assessment.open_findings
+        if device is not None:
+            wanted = resolve_device(ctx.obj, device)
+            findings = [f for f in findings if f.device_id == wanted]
+        if kev:
+            findings = [f for f in findings if f.kev]
+        findings = sorted(findings, key=_finding_rank)
+        if as_json:
+            sys.stdout.write(json.dumps([f.to_json() for f in findings], indent=1) + "\n")
+            return
+        labels = {d["id"]: device_label(d) for d in assessment.devices}
+        table = Table(title=f"Vulnerability findings ({len(findings)})", title_justify="left")
+        for column in ("device", "CVE", "severity", "CVSS", "KEV", "confidence", "sources", "why"):
+            table.add_column(column, overflow="fold")
+        for f in findings:
+            table.add_row(
+                labels.get(f.device_id, f.device_id),
+                f.vulnerability_id + (" (n/a)" if f.not_applicable else ""),
+                f.severity.value,
+                f"{f.cvss.base_score:.1f}" if f.cvss else "-",
+                "yes" if f.kev else "",
+                f"{f.confidence:.2f}",
+                ", ".join(f.sources),
+                f.reason,
+            )
+        _stdout().print(table)
+
+
+def _finding(folder: Path, device: str, vulnerability: str) -> Any:
+    from fieldward.assess.importance import resolve_device
+
+    wanted = resolve_device(folder, device)
+    for finding in _load_assessment(folder).findings:
+        if finding.device_id == wanted and finding.vulnerability_id.lower() == vulnerability.lower():
+            return finding
+    raise FieldWardError(f"no finding {vulnerability} on {device} in {folder / 'vulnerabilities.json'}")
+
+
+@vulns_app.command("show")
+def vulns_show(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Argument(help="Device id, IP address or host name.")],
+    vulnerability: Annotated[str, typer.Argument(help="CVE id.")],
+) -> None:
+    """Show one finding: why it matched, its score, KEV status and the fix."""
+    with _clear_errors():
+        f = _finding(ctx.obj, device, vulnerability)
+        table = Table(title=f"{f.vulnerability_id} on {f.device_id}", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("severity", f.severity.value)
+        table.add_row("CVSS", f"{f.cvss.base_score} {f.cvss.vector} (v{f.cvss.version})" if f.cvss else "-")
+        table.add_row("known exploited", f"yes, CISA due {f.kev_due_date}" if f.kev else "no")
+        table.add_row("ransomware", "known" if f.known_ransomware else "-")
+        table.add_row("why it matched", f.reason)
+        table.add_row("device CPE", f.cpe)
+        table.add_row("feed criterion", f.criteria)
+        table.add_row("confidence", f"{f.confidence:.2f}")
+        table.add_row("sources", ", ".join(f.sources))
+        table.add_row("description", f.description or "-")
+        table.add_row("fix", f.remediation or "-")
+        if f.not_applicable:
+            table.add_row("marked", f"not applicable: {f.not_applicable_reason}")
+        _stdout().print(table)
+
+
+@vulns_app.command("not-applicable")
+def vulns_not_applicable(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Argument(help="Device id, IP address or host name.")],
+    vulnerability: Annotated[str, typer.Argument(help="CVE id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it does not apply (kept with the mark).")],
+    by: _By = None,
+    db: _Db = None,
+) -> None:
+    """Mark a finding not applicable: the mark is kept in the database across feed re-imports."""
+    import getpass
+
+    with _clear_errors():
+        finding = _finding(ctx.obj, device, vulnerability)
+        _vulndb(db).mark_not_applicable(
+            finding.device_id, finding.vulnerability_id, reason, by or getpass.getuser()
+        )
+        _run_assessment(ctx.obj, db, quiet=True)
+        _stdout().print(
+            f"{finding.vulnerability_id} on {finding.device_id} marked not applicable", markup=False
+        )
+
+
+@vulns_app.command("applicable")
+def vulns_applicable(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Argument(help="Device id, IP address or host name.")],
+    vulnerability: Annotated[str, typer.Argument(help="CVE id.")],
+    db: _Db = None,
+) -> None:
+    """Remove a not-applicable mark."""
+    with _clear_errors():
+        finding = _finding(ctx.obj, device, vulnerability)
+        if not _vulndb(db).clear_mark(finding.device_id, finding.vulnerability_id):
+            raise FieldWardError(f"{finding.vulnerability_id} on {finding.device_id} was not marked")
+        _run_assessment(ctx.obj, db, quiet=True)
+        _stdout().print(f"{finding.vulnerability_id} on {finding.device_id} applies again", markup=False)
+
+
+assets_app = typer.Typer(
+    help="Analyst-set importance of devices (critical, high, normal, low), used by the risk score.",
+    no_args_is_help=True,
+)
+app.add_typer(assets_app, name="assets")
+
+
+@assets_app.callback()
+def _assets(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="An analysis folder.")]) -> None:
+    ctx.obj = folder
+
+
+@assets_app.command("list")
+def assets_list(ctx: typer.Context) -> None:
+    """Devices with an importance other than normal."""
+    from fieldward.assess.importance import load_importance
+
+    with _clear_errors():
+        table = Table(title="Device importance", title_justify="left")
+        table.add_column("device")
+        table.add_column("importance")
+        for device_id, level in sorted(load_importance(ctx.obj).items()):
+            table.add_row(device_id, level.value)
+        _stdout().print(table)
+
+
+@assets_app.command("set")
+def assets_set(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Argument(help="Device id, IP address or host name.")],
+    level: Annotated[str, typer.Argument(help="critical, high, normal or low.")],
+    db: _Db = None,
+) -> None:
+    """Set a device's importance and assess the folder again."""
+    from fieldward.assess.importance import set_importance
+
+    with _clear_errors():
+        device_id, _ = set_importance(ctx.obj, device, level)
+        _run_assessment(ctx.obj, db, quiet=True)
+        _stdout().print(f"{device_id} is of {level.lower()} importance", markup=False)
+
+
+@assets_app.command("clear")
+def assets_clear(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Argument(help="Device id, IP address or host name.")],
+    db: _Db = None,
+) -> None:
+    """Set a device back to normal importance."""
+    from fieldward.assess.importance import clear_importance
+
+    with _clear_errors():
+        device_id = clear_importance(ctx.obj, device)
+        _run_assessment(ctx.obj, db, quiet=True)
+        _stdout().print(f"{device_id} is of normal importance", markup=False)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="An assessed analysis folder.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html or pdf.")] = "html",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File (default DIR/report.FORMAT).")] = None,
+    title: Annotated[str, typer.Option(help="Report title.")] = "OT/IoT risk assessment",
+) -> None:
+    """Write the risk assessment report (inventory, risks, vulnerabilities, configurations, alerts, fixes)."""
+    from fieldward.assess.report import ReportError, render_report
+    from fieldward.assessment import AssessmentError
+
+    with _clear_errors():
+        if fmt not in ("html", "pdf"):
+            raise ReportError(f"unknown report format {fmt!r} (html or pdf)")
+        try:
+            assessment = _load_assessment(folder)
+        except AssessmentError:
+            assessment = _run_assessment(folder, None, quiet=True)
+        dest = out or folder / f"report.{fmt}"
+        render_report(
+            folder,
+            "pdf" if fmt == "pdf" else "html",
+            dest,
+            findings=assessment.findings,
+            config_findings=assessment.config_findings,
+            risks=assessment.risks,
+            site=assessment.site,
+            plan=assessment.plan,
+            devices=assessment.devices,
+            alerts=assessment.alerts,
+            title=title,
+        )
+        _stdout().print(f"wrote {dest}", markup=False)
 
 
 def main() -> None:

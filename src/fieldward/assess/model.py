@@ -11,9 +11,13 @@ and a ``RemediationItem`` list. Every record is frozen and serialises with ``to_
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import StrEnum
-from typing import Any
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+_Record = TypeVar("_Record")
 
 
 class Severity(StrEnum):
@@ -446,3 +450,46 @@ def _json(value: Any) -> Any:
 
 def _json_record(record: dict[str, Any]) -> dict[str, Any]:
     return {key: _json(value) for key, value in record.items()}
+
+
+def from_json(cls: type[_Record], data: Mapping[str, Any]) -> _Record:
+    """Rebuild a record of this module from its ``to_json`` form (the files ``fieldward assess`` writes).
+
+    Unknown keys (``id`` of a configuration finding) are ignored; a missing required field or a
+    value of the wrong shape raises ``ValueError`` naming the record type.
+    """
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for item in fields(cls):  # type: ignore[arg-type]
+        if item.name in data:
+            values[item.name] = _revive(hints[item.name], data[item.name])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ValueError(f"not a {cls.__name__} record: {exc}") from exc
+
+
+def _revive(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = get_origin(hint)
+    if origin in (UnionType, Union):
+        options = [arg for arg in get_args(hint) if arg is not type(None)]
+        return _revive(options[0], value) if len(options) == 1 else value
+    if origin is tuple:
+        args = get_args(hint)
+        inner = args[0] if args else Any
+        return tuple(_revive(inner, item) for item in value)
+    if origin is dict:
+        return dict(value)
+    if hint is dt.datetime:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if hint is dt.date:
+        return dt.date.fromisoformat(str(value))
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return hint(value)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return from_json(hint, value)
+    if hint is float and isinstance(value, int | float):
+        return float(value)
+    return value
