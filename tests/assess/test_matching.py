@@ -1,9 +1,10 @@
 """Vulnerability matching: NVD configurations, CSAF advisories, KEV, marks, and the demo plant end to end.
 
-The NVD records below follow the shape of the NVD CVE API 2.0 entries of real CVEs (ids, ranges, CPE
-names and CVSS as NVD publishes them, configurations trimmed to the products the tests need);
-the CSAF advisory follows Siemens SSA-434534 for CVE-2020-15782. KEV entries and the Moxa
-advisory are made for the tests (their content is not a claim about the real catalogue).
+The records below are modelled on real CVEs (NVD CVE API 2.0 shape, configurations trimmed to the
+products the tests need), but their ranges, CPE names and scores were written from memory for these
+tests, not copied from NVD: they test the matching logic, not facts about those CVEs (the hand-checked
+real records are in tests/data/feeds/ and src/fieldward/data/feeds/). The CSAF advisory is modelled on
+Siemens SSA-434534; KEV entries and the Moxa advisory are made up for the tests.
 """
 
 from __future__ import annotations
