@@ -36,3 +36,11 @@ def capinfos() -> str:
     if path is None:
         pytest.skip("capinfos is not installed (Debian package 'wireshark-common'); .ci/run installs it")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep FieldWard's default database out of the user's home: every test (and every fieldward
+    process a test starts) uses a data folder of the test session, unless a test sets its own."""
+    os.environ["FIELDWARD_HOME"] = str(tmp_path_factory.mktemp("fieldward-home"))
+    os.environ.pop("FIELDWARD_DATABASE_URL", None)
