@@ -41,6 +41,22 @@ FALLBACK_LIMIT = 6
 _GENERIC_TOKENS = frozenset(
     {"firmware", "series", "cpu", "module", "modules", "device", "devices", "controller", "family", "fw"}
 )
+_SOFTWARE_TOKENS = frozenset(
+    {
+        "software",
+        "simulator",
+        "plcsim",
+        "designer",
+        "studio",
+        "engineering",
+        "tia",
+        "step7",
+        "runtime",
+        "suite",
+    }
+)
+"""Tokens of application names: a device seen on the wire is hardware running firmware, never these
+(``simatic_s7-1500__software_controller`` is not a CPU 1515-2 PN)."""
 _SPECIAL = re.compile(r"([\\!\"#$%&'()+,/:;<=>@\[\]^`{|}~?*])")
 _FIELD = re.compile(r"\{([\w.:-]+)(?:\|(\w+))?\}")
 ATTRIBUTES = ("vendor", "model", "product_code", "firmware", "os", "device_type", "hostname")
@@ -449,6 +465,8 @@ def _fallback(
         if product in known_products:
             continue
         name_tokens = tokens(product) - _GENERIC_TOKENS
+        if name_tokens & _SOFTWARE_TOKENS:
+            continue
         numbered = {t for t in name_tokens if any(c.isdigit() for c in t)}
         if not numbered or not numbered <= family or not (numbered & identity):
             continue
