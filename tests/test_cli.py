@@ -112,6 +112,10 @@ def test_demo_runs_with_nothing_but_the_package(tmp_path: Path) -> None:
     ):
         assert expected in types  # every attack of the sample is found
     assert summary["alerts_suppressed"].get("learning", 0) == 0  # the learned minutes are clean
+    # ... and its devices are assessed against the bundled real NVD records
+    found = json.loads((tmp_path / "demo" / "vulnerabilities.json").read_text())["findings"]
+    assert {f["vulnerability_id"] for f in found} == {"CVE-2022-1161", "CVE-2023-25619"}
+    assert "Site risk" in proc.stdout
 
 
 def test_console_script_is_installed() -> None:

@@ -468,6 +468,7 @@ def demo(
 
     The sample is a 16-device plant whose first two minutes are learned as its baseline; four attacks
     (an S7 PLC stop, a port scan, a telnet brute force, Modbus writes from a rogue laptop) follow.
+    The devices are then assessed against a bundled sample of real NVD records (DIR/fieldward.db).
     """
     from fieldward.generator import GeneratorConfig, generate_capture
 
@@ -482,7 +483,16 @@ def demo(
             f"Sample capture {sample}: {stats.packets:,} packets from a generated plant network; "
             f"the first {DEMO_LEARN_MINUTES:g} minutes are learned, then {len(DEMO_ATTACKS)} attacks play"
         )
-        _run_analysis([sample], out, quiet=False, batch_packets=65536, learn_minutes=DEMO_LEARN_MINUTES)
+        db = f"sqlite:///{out.resolve() / 'fieldward.db'}"
+        feeds = sorted((Path(__file__).parent / "data" / "feeds").glob("demo-*.json"))
+        imported = _vulndb(db).import_documents(feeds, strict=True)
+        _stdout().print(
+            f"Vulnerability knowledge {out / 'fieldward.db'}: {imported.total.total:,} real NVD records "
+            "bundled for the demo (import full feeds with `fieldward feeds import`)"
+        )
+        _run_analysis(
+            [sample], out, quiet=False, batch_packets=65536, learn_minutes=DEMO_LEARN_MINUTES, db=db
+        )
 
 
 # ------------------------------------------------------------------ alerts: triage, evidence, export
