@@ -588,3 +588,31 @@ def test_csaf_fixed_version_weakens_an_nvd_finding() -> None:
     weakened = match_device(S7, InMemorySource([broad], advisories=[fixed]))[0]
     assert "but CSAF TEST-FIXED lists this version as fixed" in weakened.reason
     assert weakened.confidence == pytest.approx(plain.confidence * 0.5, abs=1e-3)
+
+
+def test_csaf_known_not_affected_weakens_an_nvd_finding_too() -> None:
+    broad = Vulnerability(
+        "CVE-2099-0006",
+        "nvd",
+        configurations=(
+            Configuration(
+                nodes=(
+                    ConfigurationNode(
+                        "OR",
+                        (CpeMatch("cpe:2.3:o:siemens:simatic_s7-1500_cpu_firmware:*:*:*:*:*:*:*:*"),),
+                    ),
+                )
+            ),
+        ),
+    )
+    not_affected = Advisory(
+        "TEST-NOT-AFFECTED",
+        "V2.9.4 not affected",
+        "test",
+        products=(AdvisoryProduct("P1", "Siemens", "SIMATIC S7-1500 CPU 1515-2 PN", version="V2.9.4"),),
+        vulnerabilities=(AdvisoryVulnerability("CVE-2099-0006", known_not_affected=("P1",)),),
+    )
+    plain = match_device(S7, InMemorySource([broad]))[0]
+    weakened = match_device(S7, InMemorySource([broad], advisories=[not_affected]))[0]
+    assert "TEST-NOT-AFFECTED" in weakened.reason
+    assert weakened.confidence < plain.confidence

@@ -555,7 +555,7 @@ def _match_advisories(
             continue
         for index, vulnerability in enumerate(advisory.vulnerabilities):
             vulnerability_id = vulnerability.cve or f"{advisory.id}#{index + 1}"
-            for product_id in vulnerability.fixed:
+            for product_id in (*vulnerability.fixed, *vulnerability.known_not_affected):
                 if product_id in matched and matched[product_id][2] is True:
                     fixed.setdefault(vulnerability_id, []).append(advisory.id)
             best: _CsafHit | None = None

@@ -261,6 +261,7 @@ class AdvisoryVulnerability:
     cwes: tuple[str, ...] = ()
     known_affected: tuple[str, ...] = ()
     fixed: tuple[str, ...] = ()
+    known_not_affected: tuple[str, ...] = ()
     remediations: tuple[Remediation, ...] = ()
 
 

@@ -1,0 +1,1 @@
+"""The Alembic history of the console's database (``env.py``, ``versions/``), shipped with the package."""
