@@ -146,3 +146,10 @@ def test_assess_without_an_analysis_fails_with_one_line(tmp_path: Path) -> None:
     proc = run_cli("assess", str(tmp_path))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_feed_import_of_a_folder_takes_its_feed_files(tmp_path: Path) -> None:
+    proc = run_cli("feeds", "import", "--db", f"sqlite:///{tmp_path / 'k.db'}", str(FEEDS))
+    assert proc.returncode == 0, proc.stderr
+    assert "README" not in proc.stdout
+    assert "10 added" in proc.stdout  # 2 NVD records, 1 CSAF advisory, 3 + 4 KEV rows

@@ -787,9 +787,19 @@ def _existing_vulndb(url: str | None) -> Any | None:
     return _vulndb(chosen)
 
 
+def _feed_files(folder: Path) -> Iterator[Path]:
+    """The feed-looking files of a folder tree (JSON or CSV, optionally gzip); READMEs and the rest stay."""
+    for path in folder.rglob("*"):
+        name = path.name.lower().removesuffix(".gz")
+        if path.is_file() and name.endswith((".json", ".csv")):
+            yield path
+
+
 @feeds_app.command("import")
 def feeds_import(
-    files: Annotated[list[Path], typer.Argument(help="Feed files (optionally .gz): NVD, KEV or CSAF.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Feed files (optionally .gz) or folders of them: NVD, KEV or CSAF.")
+    ],
     db: _Db = None,
     force: Annotated[bool, typer.Option(help="Parse files again even when already imported.")] = False,
     strict: Annotated[bool, typer.Option(help="Stop at the first file that is not a feed.")] = False,
@@ -797,7 +807,10 @@ def feeds_import(
     """Import feed files (incremental and idempotent; the feeds' own dates are kept)."""
     with _clear_errors():
         database = _vulndb(db)
-        report = database.import_documents(files, strict=strict, force=force)
+        expanded = [
+            found for path in files for found in (sorted(_feed_files(path)) if path.is_dir() else [path])
+        ]
+        report = database.import_documents(expanded, strict=strict, force=force)
         table = Table(title=f"Feed import into {database.url.render_as_string(hide_password=True)}")
         for column in ("file", "source", "added", "updated", "unchanged", "skipped", "note"):
             table.add_column(column, overflow="fold")
