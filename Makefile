@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dissection.py
 	$(BIN)/python benchmarks/bench_inventory.py --scale 50000 --polls 300
 	$(BIN)/python benchmarks/bench_detection.py
+	$(BIN)/python benchmarks/bench_feeds.py
 
 clean:
 	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

@@ -235,10 +235,10 @@ class RiskSettings:
     """Every weight and threshold of the risk model (``docs/assess/risk.md`` explains each)."""
 
     # exploitability of vulnerability findings, by class (a KEV or ransomware CVE is its own class)
-    cve_known_exploited: Tier = Tier(0.95, 0.99)
-    cve_critical_network: Tier = Tier(0.7, 0.85)
+    cve_known_exploited: Tier = Tier(0.97, 0.99)
+    cve_critical_network: Tier = Tier(0.85, 0.95)
     """CVSS >= 9.0 and exploitable over the network (AV:N)."""
-    cve_high_network: Tier = Tier(0.5, 0.7)
+    cve_high_network: Tier = Tier(0.6, 0.8)
     """CVSS 7.0-8.9, AV:N."""
     cve_severe_local: Tier = Tier(0.3, 0.45)
     """CVSS >= 7.0 but adjacent, local or physical (or no vector)."""
@@ -256,7 +256,7 @@ class RiskSettings:
     unknown_criticality: float = 0.4
     importance: Mapping[str, float] = field(default_factory=lambda: DEFAULT_IMPORTANCE)
     # combination
-    reach_floor: float = 0.7
+    reach_floor: float = 0.8
     """r: the share of a weakness's likelihood that holds even without any exposure finding (an
     attacker already inside the control network)."""
     exposure_alone: float = 0.5
