@@ -1,7 +1,9 @@
 """Configuration checks: a plant capture built from real protocol bytes (scapy sessions of Telnet, FTP,
 HTTP, SNMP, MQTT, Modbus, TLS, VNC and RDP) through the real pipeline, its negative twin (TLS 1.3, a valid
 certificate, MQTT with a password over TLS, SNMPv3, internal Modbus), the shared corpus captures that
-contain a case, the no-password rule, settings, the data file and bad input."""
+contain a case, default credentials (pairs matched by the dissectors: accepted, unanswered, refused; user
+names accepted without a password; an older analysis without pair matching), the no-password rule over
+every output file, settings, the data file and bad input."""
 
 from __future__ import annotations
 
@@ -29,9 +31,12 @@ from fieldward.assess.configs import (
     load_default_credentials,
 )
 from fieldward.assess.model import ConfigFinding, Severity
+from fieldward.assess.risk import RiskSettings
 from fieldward.inventory import InventorySettings
 from fieldward.pipeline import AnalysisOptions, analyze
+from fieldward.protocols.credentials import CredentialFileError, DefaultCredentials
 from tests.inventory.helpers import tcp_session
+from tests.protocols.test_mqtt import assert_password_absent
 from tests.protocols.test_rdp import SESSIONS as RDP_SESSIONS
 from tests.protocols.test_rfb import SESSIONS as RFB_SESSIONS
 from tests.protocols.test_s7comm import write_pcap
@@ -64,12 +69,18 @@ MQTT_TLS = ("00:90:e8:aa:cc:03", "10.10.1.52")
 SNMP_V3 = ("00:1b:1b:aa:cc:04", "10.10.1.53")
 INTERNAL_PLC = ("00:00:54:aa:cc:05", "10.10.1.54")
 AUTH_BROKER = ("00:90:e8:aa:cc:06", "10.10.1.55")
+CAMERA = ("00:1b:1b:aa:bb:0c", "10.10.1.43")
+NO_PASSWORD_GW = ("00:90:e8:aa:bb:0d", "10.10.1.44")  # Moxa OUI
+DEFAULT_BROKER = ("00:90:e8:aa:bb:0e", "10.10.1.45")
 
 TELNET_PASSWORD = b"S3cretPw1"
 FTP_PASSWORD = b"guest@plant.example"
 BASIC = base64.b64encode(b"admin:Hunter2!")
 MQTT_PASSWORD = b"BrokerPw9"
-SECRETS = [TELNET_PASSWORD, FTP_PASSWORD, BASIC, b"Hunter2!", MQTT_PASSWORD]
+# Default pairs of the lists: Mirai's root/xc3511 (Telnet, and HTTP Basic refused with 401),
+# Schneider's loader/fwdownload (FTP), Mirai's admin/7ujMko0admin (MQTT).
+DEFAULT_SECRETS = [b"xc3511", b"fwdownload", b"7ujMko0admin", base64.b64encode(b"root:xc3511")]
+SECRETS = [TELNET_PASSWORD, FTP_PASSWORD, BASIC, b"Hunter2!", MQTT_PASSWORD, *DEFAULT_SECRETS]
 START = 1_700_000_000.0  # 2023-11-14: certificates are judged against this packet time
 
 SITE_RULES = """
@@ -260,6 +271,44 @@ def plant_packets(certs: Certificates) -> list[Packet]:
     )
     packets += tcp_session(
         ENGINEER,
+        FTP_PLC,
+        21,
+        [
+            (False, b"220 FTP server ready\r\n"),
+            (True, b"USER loader\r\n"),
+            (False, b"331 Password required\r\n"),
+            (True, b"PASS fwdownload\r\n"),
+            (False, b"230 Login successful\r\n"),
+            (True, b"QUIT\r\n"),
+            (False, b"221 Bye\r\n"),
+        ],
+        cport=50126,
+    )
+    packets += tcp_session(
+        ENGINEER,
+        CAMERA,
+        23,
+        [
+            (False, b"IPCAM login: "),
+            (True, b"root\r\n"),
+            (False, b"Password: "),
+            (True, b"xc3511\r\n"),
+            (False, b"\r\n# "),
+            (True, b"exit\r\n"),
+        ],
+        cport=50127,
+    )
+    packets += tcp_session(
+        ENGINEER,
+        NO_PASSWORD_GW,
+        23,
+        [(False, b"Moxa EDR-G902\r\nlogin: "), (True, b"admin\r\n"), (False, b"\r\nEDR-G902# ")],
+        cport=50128,
+    )
+    login = mqtt_connect(b"scanner-1", b"admin", b"7ujMko0admin")
+    packets += tcp_session(ENGINEER, DEFAULT_BROKER, 1883, [(True, login)], cport=50129)
+    packets += tcp_session(
+        ENGINEER,
         WEB_PLC,
         80,
         [
@@ -270,6 +319,11 @@ def plant_packets(certs: Certificates) -> list[Packet]:
                 + b"\r\n\r\n",
             ),
             (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            (
+                True,
+                b"GET / HTTP/1.1\r\nHost: plc\r\nAuthorization: Basic " + DEFAULT_SECRETS[3] + b"\r\n\r\n",
+            ),
+            (False, b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"),
         ],
         cport=50125,
     )
@@ -382,14 +436,82 @@ def test_cleartext_management(plant: Analysis) -> None:
     assert plaintext.evidence == no_auth.evidence
 
 
-def test_default_accounts(plant: Analysis) -> None:
-    account = only(plant.of("credentials.default_account"), plant.device(TELNET_PLC))
-    assert account.severity == Severity.HIGH  # 'admin' is in the Moxa list and the device is a Moxa
-    (observed,) = account.details["observed"]
-    assert observed.startswith("telnet user 'admin': a default account of mirai")
+def test_default_credentials(plant: Analysis) -> None:
+    """Pairs matched by the dissectors: accepted (critical), unanswered (high), refused (no finding)."""
+    confirmed = {f.device_id: f for f in plant.of("credentials.default_account")}
+    assert set(confirmed) == {plant.device(m) for m in (CAMERA, FTP_PLC, DEFAULT_BROKER)}
+    camera = confirmed[plant.device(CAMERA)]
+    assert (camera.severity, camera.port, camera.protocol, camera.count) == (Severity.CRITICAL, 23, None, 1)
+    assert camera.details["observed"] == ["telnet login of 'root' with a default password (mirai), accepted"]
+    ftp = confirmed[plant.device(FTP_PLC)]
+    assert (ftp.severity, ftp.port, ftp.count) == (Severity.CRITICAL, 21, 1)  # the anonymous login is not one
+    assert ftp.details["observed"] == [
+        "ftp login of 'loader' with a default password (schneider-electric), accepted"
+    ]
+    broker = confirmed[plant.device(DEFAULT_BROKER)]
+    assert (broker.severity, broker.port) == (Severity.HIGH, 1883)  # no CONNACK: the outcome is unknown
+    assert broker.details["observed"] == ["mqtt login with a default password (mirai), not answered"]
+    assert broker.peers == (ENGINEER[1],)
+    # The web server refused root/xc3511 (401) and the Moxa's admin password is not a default.
+    assert plant.device(WEB_PLC) not in confirmed
+    assert plant.device(TELNET_PLC) not in confirmed
+
+
+def test_default_user_only_without_a_password(plant: Analysis) -> None:
+    (weak,) = plant.of("credentials.default_user")
+    assert weak.device_id == plant.device(NO_PASSWORD_GW)  # not TELNET_PLC: its password was typed
+    assert (weak.severity, weak.port) == (Severity.HIGH, 23)  # 'admin' is in the Moxa list, a Moxa device
+    (observed,) = weak.details["observed"]
+    assert observed.startswith("telnet user 'admin' logged in without a password: a default account of mirai")
     assert "moxa" in observed
     anonymous = only(plant.of("credentials.anonymous_ftp"), plant.device(FTP_PLC))
     assert anonymous.port == 21
+
+
+def test_older_analysis_without_pair_matching(tmp_path: Path, plant: Analysis) -> None:
+    """Event files written before the dissectors matched pairs: user names only, as default_user."""
+    copy = tmp_path / "older"
+    (copy / "events").mkdir(parents=True)
+    for name in ("devices.json", "flows.parquet"):
+        (copy / name).write_bytes((plant.out / name).read_bytes())
+    for log in ("telnet_login", "ftp"):
+        table = pq.read_table(plant.out / "events" / f"{log}.parquet")
+        pq.write_table(table.drop(["default_credential"]), copy / "events" / f"{log}.parquet")
+    findings = check_configurations(copy, ConfigSettings(checks=frozenset(CREDENTIAL_CHECKS)))
+    assert {f.check for f in findings} == {"credentials.default_user", "credentials.anonymous_ftp"}
+    weak = {f.device_id: f for f in findings if f.check == "credentials.default_user"}
+    # TELNET_PLC's admin (password typed, not compared), the camera's root, the gateway's admin and
+    # the FTP server's loader (anonymous is no default account).
+    assert set(weak) == {plant.device(m) for m in (TELNET_PLC, CAMERA, NO_PASSWORD_GW, FTP_PLC)}
+    assert (
+        weak[plant.device(TELNET_PLC)]
+        .details["observed"][0]
+        .startswith("telnet user 'admin' logged in (its password was not compared)")
+    )
+    assert (weak[plant.device(CAMERA)].severity, weak[plant.device(TELNET_PLC)].severity) == (
+        Severity.MEDIUM,
+        Severity.HIGH,
+    )
+
+
+CREDENTIAL_CHECKS = ("credentials.default_account", "credentials.default_user", "credentials.anonymous_ftp")
+
+
+def test_no_password_in_any_output_file(plant: Analysis) -> None:
+    for secret in SECRETS:
+        assert_password_absent(plant.out, secret)
+
+
+def test_risk_weighs_a_confirmed_default_credential_above_a_default_user_name() -> None:
+    settings = RiskSettings()
+    confirmed = settings.check_rule("credentials.default_account", Severity.CRITICAL).weakness
+    weak = settings.check_rule("credentials.default_user", Severity.HIGH).weakness
+    assert confirmed is not None
+    assert weak is not None
+    assert weak.weight <= confirmed.weight / 2
+    assert weak.cap < confirmed.cap
+    assert "credentials.default_account" in settings.now_checks
+    assert "credentials.default_user" not in settings.now_checks
 
 
 def test_ot_exposure(plant: Analysis) -> None:
@@ -530,7 +652,9 @@ def test_settings_change_the_verdicts(plant: Analysis) -> None:
     assert not [f for f in internal if f.check in ("exposure.ot_from_internet", "exposure.internet")]
     assert [f.device_id for f in internal if f.check == "exposure.ot_from_it"] == [plant.device(MODBUS_PLC)]
     chosen = check_configurations(plant.out, ConfigSettings(checks=frozenset({"cleartext.telnet"})))
-    assert [f.check for f in chosen] == ["cleartext.telnet"]
+    assert [(f.check, f.device_id) for f in chosen] == sorted(
+        ("cleartext.telnet", plant.device(m)) for m in (TELNET_PLC, CAMERA, NO_PASSWORD_GW)
+    )
     strict = check_configurations(plant.out, ConfigSettings(min_ec_bits=384))
     weak = {f.device_id: f.details["observed"] for f in strict if f.check == "tls.weak_key"}
     assert weak[plant.device(SHA1_CERT)] == ["an ECDSA key of 256 bits"]
@@ -546,12 +670,50 @@ def test_settings_change_the_verdicts(plant: Analysis) -> None:
 
 def test_default_credential_file() -> None:
     credentials = load_default_credentials()
+    assert credentials is DefaultCredentials.load()  # the dissectors' lists, read once per process
     mirai = next(item for item in credentials.lists if item.name == "mirai")
     assert len(mirai.credentials) == len(set(mirai.credentials)) == 60
     assert ("root", "xc3511") in mirai.credentials
     assert [item.name for item in credentials.lists_with_pair("root", "vizxv")] == ["mirai"]
     assert {"schneider-electric", "siemens", "moxa"} <= {item.name for item in credentials.lists}
     assert all(item.vendor for item in credentials.lists if item.name not in ("mirai", "emqx"))
+    assert not (REPO / "src" / "fieldward" / "assess" / "data" / "default_credentials.yaml").exists()
+
+
+def test_default_credential_matching() -> None:
+    credentials = DefaultCredentials.load()
+    assert credentials.match("admin", "admin") == ("mirai", "siemens", "dahua")  # file order
+    assert credentials.label(b"admin", b"admin") == "mirai,siemens,dahua"  # bytes as on the wire
+    assert credentials.match("admin", "") == ("mirai", "moxa")  # an empty password is a pair too
+    assert credentials.match("Admin", "admin") == ()
+    assert credentials.label("admin", "Admin") is None
+    assert credentials.match("root", "xc3511 ") == ()  # exact, byte for byte
+    assert [item.name for item in credentials.named("moxa,unknown,emqx")] == ["moxa", "emqx"]
+    site = DefaultCredentials.parse(
+        'format: 1\nlists:\n  - name: site\n    credentials: [[ops, "Grüße1"]]\n', "site.yaml"
+    )
+    assert site.match("ops", "Grüße1".encode()) == ("site",) == site.match("ops", "Grüße1")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("format: 2\nlists: []\n", "not a default credential file"),
+        ("format: 1\nlists:\n  - vendor: x\n", "has no name"),
+        ("format: 1\nlists:\n  - name: a,b\n    credentials: []\n", "holds a comma"),
+        ("format: 1\nlists:\n  - {name: a, credentials: []}\n  - {name: a, credentials: []}\n", "repeated"),
+        ("format: 1\nlists:\n  - {name: a, credentials: [[u, Pw9secret, x]]}\n", "pairs"),
+        ("format: 1\nlists: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_credential_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "creds.yaml"
+    path.write_text(text)
+    with pytest.raises(CredentialFileError, match=message) as raised:
+        DefaultCredentials.load(path)
+    assert "Pw9secret" not in str(raised.value)  # errors never quote a password
+    with pytest.raises(ConfigCheckError, match=message):
+        load_default_credentials(path)
 
 
 def test_bad_inputs(tmp_path: Path, plant: Analysis) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fieldward.protocols.base import Transport, Verdict
 from fieldward.protocols.ftp import FtpDissector, FtpEvent
+from tests.protocols.test_mqtt import assert_password_absent
 from tests.protocols.test_tls import AGG, Collector, documented, epoch_ns, run_flights, tshark_fields
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,6 +232,55 @@ def test_fuzz_mutated_session_never_leaks_passwords(flips: list[tuple[int, int, 
     col = feed_session([(is_orig, bytes(data)) for is_orig, data in lines])
     text = str(col.events)
     assert not any(secret.decode() in text for secret in SECRETS)
+
+
+# ---------------------------------------------------------------------- default credentials
+
+DEFAULT_PASSWORDS = (b"xc3511", b"fwdownload")  # Mirai's root/xc3511, Schneider's loader/fwdownload
+
+
+def test_default_credentials_are_matched_and_never_stored(tmp_path: Path) -> None:
+    session = [
+        (False, b"220 Modicon M340 FTP server ready\r\n"),
+        (True, b"USER root\r\n"),
+        (False, b"331 Password required\r\n"),
+        (True, b"PASS " + DEFAULT_PASSWORDS[0] + b"\r\n"),
+        (False, b"530 Login incorrect\r\n"),
+        (True, b"USER loader\r\n"),
+        (False, b"331 Password required\r\n"),
+        (True, b"PASS " + DEFAULT_PASSWORDS[1] + b"\r\n"),
+        (False, b"230 Login successful\r\n"),
+        (True, b"QUIT\r\n"),
+        (False, b"221 Bye\r\n"),
+    ]
+    run, capture = run_flights(tmp_path, session, "ftp-defaults", port=21)
+    rows = [(r["command"], r["user"], r["default_credential"], r["login_success"]) for r in run.rows("ftp")]
+    assert rows == [
+        (None, None, None, None),
+        ("USER", "root", None, None),
+        ("PASS", "root", "mirai", False),
+        ("USER", "loader", None, None),
+        ("PASS", "loader", "schneider-electric", True),
+        ("QUIT", "loader", None, None),
+    ]
+    for secret in DEFAULT_PASSWORDS:
+        assert_password_absent(capture.parent / "out-ftp-defaults", secret)
+    # Passwords that are no default match nothing; a PASS without a USER has no pair.
+    run, _ = run_flights(tmp_path, SESSION, "ftp-changed", port=21)
+    assert {r["default_credential"] for r in run.rows("ftp")} == {None}
+    col = feed_session([(True, b"PASS xc3511\r\n"), (False, b"503 Login with USER first\r\n")])
+    assert [e.default_credential for e in col.of(FtpEvent)] == [None]
+
+
+def test_malformed_pass_line_weird_hides_the_password() -> None:
+    col = feed_session(
+        [(True, b"USER root\r\n"), (True, b"PASS\txc3511\r\n"), (True, b" acct\x00S3cr3t!\r\n")]
+    )
+    assert col.weirds() == ["ftp_bad_command", "ftp_bad_command"]
+    text = repr(col.events)
+    assert "xc3511" not in text
+    assert "S3cr3t!" not in text
+    assert "PASS (secret not shown)" in text
 
 
 def test_every_event_field_and_weird_is_documented() -> None:

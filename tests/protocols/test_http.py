@@ -10,6 +10,7 @@ bodies, the sum of its ``http.chunk_size`` values.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from fieldward.protocols.base import Transport, Verdict
 from fieldward.protocols.http import HttpDissector, HttpEvent
 from tests.protocols.test_modbus import Run, run_capture
+from tests.protocols.test_mqtt import assert_password_absent
 from tests.protocols.test_tls import Collector, documented, epoch_ns, run_flights
 
 REPO = Path(__file__).resolve().parents[2]
@@ -548,6 +550,73 @@ def test_fuzz_mutated_messages_never_raise(
 
 
 # ---------------------------------------------------------------------- documentation
+
+
+# ---------------------------------------------------------------------- default credentials
+
+
+def basic(user_password: bytes) -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(user_password)
+
+
+def get(uri: bytes, *headers: bytes) -> bytes:
+    return b"GET " + uri + b" HTTP/1.1\r\nHost: plc\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+def test_default_basic_credentials_are_matched_and_never_stored(tmp_path: Path) -> None:
+    pairs = (b"root:xc3511", b"admin:webpages7", b"webserver:webpages")  # Mirai; no list; Schneider
+    flights = [
+        (True, get(b"/", basic(pairs[0]))),
+        (False, response(b"denied", status=b"401 Unauthorized")),
+        (True, get(b"/admin", basic(pairs[1]))),
+        (False, response(b"denied", status=b"401 Unauthorized")),
+        (True, get(b"/secure/index.htm", basic(pairs[2]))),
+        (False, response(b"ok")),
+        (True, get(b"/public")),
+        (False, response(b"ok")),
+    ]
+    run, capture = run_flights(tmp_path, flights, "basic-defaults", port=80)
+    got = [(r["uri"], r["default_credential"], r["status_code"]) for r in run.rows("http")]
+    assert got == [
+        ("/", "mirai", 401),
+        ("/admin", None, 401),
+        ("/secure/index.htm", "schneider-electric", 200),
+        ("/public", None, 200),
+    ]
+    out = capture.parent / "out-basic-defaults"
+    for pair in pairs:
+        for secret in (pair, pair.partition(b":")[2], base64.b64encode(pair)):
+            assert_password_absent(out, secret)
+
+
+@pytest.mark.parametrize(
+    ("header", "label", "weird"),
+    [
+        (
+            b"Authorization: basic  " + base64.b64encode(b"admin:"),
+            "mirai,moxa",
+            None,
+        ),  # scheme case, empty pw
+        (
+            b"Authorization: Basic " + base64.b64encode(b"admin:private:x"),
+            None,
+            None,
+        ),  # split at the first ':'
+        (b"Authorization: Basic " + base64.b64encode(b"adminprivate"), None, "http_bad_basic_credentials"),
+        (b"Authorization: Basic YWRtaW46c*Jp=dmF0ZQ", None, "http_bad_basic_credentials"),
+        (b"Authorization: Bearer " + base64.b64encode(b"admin:private"), None, None),
+    ],
+)
+def test_basic_credential_decoding(header: bytes, label: str | None, weird: str | None) -> None:
+    col = Collector("http", resp_p=80)
+    dissector = HttpDissector(col.flow)
+    col.feed(dissector, get(b"/", header), True)
+    col.feed(dissector, response(b"ok"), False)
+    (event,) = col.of(HttpEvent)
+    assert event.default_credential == label
+    assert col.weirds() == ([weird] if weird else [])
+    assert "private" not in repr(col.events)
+    assert header.split()[-1].decode() not in repr(col.events)
 
 
 def test_every_event_field_and_weird_is_documented() -> None:

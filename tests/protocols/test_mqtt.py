@@ -576,16 +576,19 @@ def test_v311_session_against_tshark_and_the_client(tmp_path: Path, tshark: str)
     assert_password_absent(run.out, PASSWORD)
 
 
-def assert_password_absent(out: Path, password: str) -> None:
-    """Neither the raw bytes of any output file nor any decoded value holds the password."""
-    secret = password.encode()
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert secret not in path.read_bytes(), f"password bytes in {path}"
-    for path in (out / "events").glob("*.parquet"):
+def assert_password_absent(out: Path, password: str | bytes) -> None:
+    """Neither the raw bytes of any file of the output folder nor any decoded value holds the password
+    (Parquet pages are compressed: their raw bytes alone would prove nothing)."""
+    secret = password if isinstance(password, bytes) else password.encode()
+    text = secret.decode("latin-1")
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert files, f"no output in {out}"
+    for path in files:
+        assert secret not in path.read_bytes(), f"password bytes in {path}"
+    for path in out.rglob("*.parquet"):
         for row in pq.read_table(path).to_pylist():
             for value in row.values():
-                assert password not in repr(value), f"password in {path.name}: {row}"
+                assert text not in repr(value), f"password in {path.name}"
 
 
 # ---------------------------------------------------------------------- MQTT 5 built from the spec
@@ -1335,6 +1338,62 @@ def test_real_broker_sessions(tmp_path: Path, tshark: str) -> None:
 
 
 # ---------------------------------------------------------------------- documentation
+
+
+# ---------------------------------------------------------------------- default credentials
+
+DEFAULT_PASSWORD = "7ujMko0admin"  # Mirai's dictionary (admin / 7ujMko0admin)
+
+
+def connect_with(user: str | None, password: str | None, client_id: str) -> bytes:
+    """A CONNECT encoded by scapy's MQTT layer (an encoder independent of ours)."""
+    fields: dict[str, Any] = {"username": user} if user is not None else {}
+    if password is not None:
+        fields["password"] = password
+    return s(
+        MQTT()
+        / MQTTConnect(
+            protoname="MQTT",
+            protolevel=4,
+            usernameflag=int(user is not None),
+            passwordflag=int(password is not None),
+            cleansess=1,
+            klive=30,
+            clientId=client_id,
+            **fields,
+        )
+    )
+
+
+def test_default_credentials_are_matched_and_never_stored(tmp_path: Path) -> None:
+    accepted = MQTT(type=2) / MQTTConnack(sessPresentFlag=0, retcode=0)
+    refused = MQTT(type=2) / MQTTConnack(sessPresentFlag=0, retcode=5)  # not authorized
+    packets = [
+        *Conversation(cport=50101).c(connect_with("admin", DEFAULT_PASSWORD, "hmi-1")).s(s(accepted)).done(),
+        *Conversation(cport=50102).c(connect_with("admin", DEFAULT_PASSWORD, "scan-1")).s(s(refused)).done(),
+        *Conversation(cport=50103).c(connect_with("operator", PASSWORD, "rtu-7")).s(s(accepted)).done(),
+        *Conversation(cport=50104).c(connect_with("admin", None, "rtu-8")).s(s(refused)).done(),
+    ]
+    run = run_packets(tmp_path, packets, "defaults")
+    got = sorted(
+        (r["client_id"], r["default_credential"], r["return_code"]) for r in run.rows("mqtt_connect")
+    )
+    assert got == [("hmi-1", "mirai", 0), ("rtu-7", None, 0), ("rtu-8", None, 5), ("scan-1", "mirai", 5)]
+    assert run.weirds() == []
+    for secret in (DEFAULT_PASSWORD, PASSWORD):
+        assert_password_absent(run.out, secret)
+
+
+def test_default_credential_needs_both_user_name_and_password() -> None:
+    """MQTT 5 allows a password without a user name: there is no pair to match."""
+    col = Collector().client(connect_with("admin", "public", "emqx-client")).close()  # EMQX's default
+    assert [e.default_credential for e in col.of(MqttConnect)] == ["emqx"]
+    only_password = connect5(flags=0x42, payload=utf8("c") + utf8("public"))
+    col = Collector().client(only_password).server(pkt(2, 0, b"\x00\x00\x00")).close()
+    (event,) = col.of(MqttConnect)
+    assert (event.username_present, event.password_present, event.default_credential) == (False, True, None)
+    assert col.weirds() == []
+    assert "public" not in repr(col.events)
 
 
 def test_every_event_field_and_weird_is_documented() -> None:

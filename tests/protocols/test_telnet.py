@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fieldward.protocols.base import Transport, Verdict
 from fieldward.protocols.telnet import TelnetDissector, TelnetLogin, TelnetOption, complete_length
+from tests.protocols.test_mqtt import assert_password_absent
 from tests.protocols.test_tls import AGG, Collector, documented, ints, run_flights, tshark_fields
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,6 +246,71 @@ def test_fuzz_mutated_session_never_leaks_passwords(flips: list[tuple[int, int, 
     logged = " ".join(str(e.username) for e in col.of(TelnetLogin))
     for secret in PASSWORDS:
         assert secret.decode() not in logged
+
+
+# ---------------------------------------------------------------------- default credentials
+
+DEFAULT_PASSWORDS = (b"vizxv", b"dbps")  # Mirai's root/vizxv, Digi's root/dbps
+
+
+def test_default_credentials_are_matched_and_never_stored(tmp_path: Path) -> None:
+    session = [
+        (False, b"Digi PortServer TS 16\r\nlogin: "),
+        *typed(b"root\r\n", echo=True),
+        (False, b"Password: "),
+        *typed(DEFAULT_PASSWORDS[0] + b"\r\n", echo=False),
+        (False, b"\r\nLogin incorrect\r\nlogin: "),
+        *typed(b"root\r\n", echo=True),
+        (False, b"Password: "),
+        *typed(b"dbpx\x7fs\r\n", echo=False),  # a typo corrected with DEL: the pair compared is root/dbps
+        (False, b"\r\nWelcome to the PortServer\r\n# "),
+        (True, b"exit\r\n"),
+    ]
+    run, capture = run_flights(tmp_path, session, "telnet-defaults", port=23)
+    logins = run.rows("telnet_login")
+    assert [(r["username"], r["default_credential"], r["success"]) for r in logins] == [
+        ("root", "mirai", False),
+        ("root", "digi", True),
+    ]
+    out = capture.parent / "out-telnet-defaults"
+    for secret in DEFAULT_PASSWORDS:
+        assert_password_absent(out, secret)
+    # The session of a changed password matches no list.
+    run, _ = run_flights(tmp_path, SESSION, "telnet-changed", port=23)
+    assert [r["default_credential"] for r in run.rows("telnet_login")] == [None, None]
+
+
+def test_empty_default_password_and_password_only_logins() -> None:
+    col = sans_io(
+        [(False, b"Moxa NPort\r\nlogin: "), (True, b"admin\r\n"), (False, b"Password: "), (True, b"\r\n")]
+    )
+    (login,) = col.of(TelnetLogin)
+    assert (login.username, login.cleartext_credentials, login.default_credential) == (
+        "admin",
+        True,
+        "mirai,moxa",
+    )
+    col = sans_io([(False, b"Password: "), (True, b"xc3511\r"), (False, b"\r\nrouter>")])
+    (login,) = col.of(TelnetLogin)
+    assert (login.username, login.default_credential, login.success) == (None, None, True)  # no pair
+    assert "xc3511" not in repr(col.events)
+
+
+def test_the_last_password_typed_decides() -> None:
+    """A server that asks for the password again: the outcome belongs to the last pair typed."""
+    col = sans_io(
+        [
+            (False, b"login: "),
+            (True, b"root\r\n"),
+            (False, b"Password: "),
+            (True, b"xc3511\r\n"),
+            (False, b"\r\nPassword: "),
+            (True, b"N0tDefault\r\n"),
+            (False, b"\r\n$ "),
+        ]
+    )
+    (login,) = col.of(TelnetLogin)
+    assert (login.default_credential, login.success) == (None, True)
 
 
 def test_every_event_field_and_weird_is_documented() -> None:

@@ -12,8 +12,9 @@ The inputs can hold millions of rows, so every check is a set of numpy masks ove
 addresses are dictionary-encoded once and classified per distinct value (public or internal, which
 device owns them, its Purdue level and type), and the findings are grouped with sorts and
 ``reduceat``; Python runs per distinct address and per finding only. Passwords are never read: the
-dissectors do not store them, and the default credential list is matched on what they keep (the
-user name); see ``docs/assess/configs.md``.
+dissectors compare login pairs with the default credential lists in memory
+(:mod:`fieldward.protocols.credentials`) and write only the names of the lists that matched
+(``default_credential``), which ``credentials.default_account`` judges; see ``docs/assess/configs.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
 from fieldward.assess.model import ConfigFinding, Severity
 from fieldward.errors import FieldWardError
+from fieldward.protocols.credentials import CredentialFileError, CredentialList, DefaultCredentials
 
 __all__ = [
     "CHECKS",
@@ -144,13 +144,26 @@ _SPECS = (
     ),
     CheckSpec(
         "credentials.default_account",
+        "Default credentials in use",
+        Severity.HIGH,
+        "A login (Telnet, FTP, HTTP Basic or MQTT) used a user name and password pair that ships as a "
+        "default or is in a botnet's dictionary (the default credential lists named below): the sensor "
+        "compared the pair in memory and kept only the names of the lists holding it. Critical when the "
+        "device accepted the login (anyone can log in with a published password); high when its answer "
+        "was not seen. Logins the device refused are not findings.",
+        "Change the password now (or disable the account), use personal accounts, and check the device "
+        "for changes made with the default account.",
+    ),
+    CheckSpec(
+        "credentials.default_user",
         "Login with a default account name",
         Severity.MEDIUM,
-        "A login that the server accepted used a user name that ships as a default account (listed in "
-        "the default credential lists named below). The sensor never keeps passwords, so whether the "
-        "default password is still set cannot be confirmed from traffic. Raised to high when the list "
-        "is the device vendor's own.",
-        "Check the account on the device: change its default password, or disable the account and use "
+        "A login that the server accepted, with no password seen, used a user name that ships as a "
+        "default account (listed in the default credential lists named below): the account may have no "
+        "password at all, or the password was not compared (an analysis made before pair matching). "
+        "Weaker than a confirmed default credential. Raised to high when the list is the device "
+        "vendor's own.",
+        "Check the account on the device: set a strong password, or disable the account and use "
         "personal accounts.",
     ),
     CheckSpec(
@@ -336,7 +349,9 @@ class ConfigSettings:
     """``exposure.internet``: a connection opened from the internet counts only if the device answered
     (unanswered probes are background noise)."""
     default_credentials: Path | None = None
-    """A default credential file in the format of the built-in one (None: the built-in file)."""
+    """A default credential file in the format of the built-in one (None: the built-in file). It sets the
+    list names, vendors and user names the assessment reads; the pairs are matched by the dissectors,
+    which use the built-in lists."""
     evidence_flows: int = 5
     """Evidence flow ids kept per finding (the earliest)."""
     max_peers: int = 20
@@ -358,79 +373,13 @@ class ConfigSettings:
 # ---------------------------------------------------------------------------------------------- credentials
 
 
-@dataclass(frozen=True, slots=True)
-class CredentialList:
-    """One list of the default credential file (a botnet's dictionary or a vendor's defaults)."""
-
-    name: str
-    vendor: str | None
-    source: str
-    protocols: tuple[str, ...]
-    credentials: tuple[tuple[str, str], ...]
-
-    @property
-    def users(self) -> frozenset[str]:
-        return frozenset(user for user, _ in self.credentials)
-
-
-@dataclass(frozen=True, slots=True)
-class DefaultCredentials:
-    """Default user name / password pairs, by list."""
-
-    lists: tuple[CredentialList, ...]
-
-    @property
-    def users(self) -> frozenset[str]:
-        return frozenset().union(*(item.users for item in self.lists))
-
-    def lists_with_user(self, user: str) -> tuple[CredentialList, ...]:
-        return tuple(item for item in self.lists if user in item.users)
-
-    def lists_with_pair(self, user: str, password: str) -> tuple[CredentialList, ...]:
-        """The lists holding exactly this pair (for a component that sees a password in memory; the
-        password must not be stored or logged, only the list names)."""
-        return tuple(item for item in self.lists if (user, password) in item.credentials)
-
-
 def load_default_credentials(path: Path | None = None) -> DefaultCredentials:
-    """The built-in default credential lists, or those of ``path`` (same YAML format)."""
+    """The built-in default credential lists (shared with the dissectors), or those of ``path`` (same
+    YAML format). Raises :class:`ConfigCheckError` for an unreadable or malformed file."""
     try:
-        if path is None:
-            text = resources.files("fieldward.assess").joinpath("data/default_credentials.yaml").read_text()
-            where = "built-in default_credentials.yaml"
-        else:
-            text, where = Path(path).read_text(), str(path)
-        document = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigCheckError(f"cannot read the default credential file {path}: {exc}") from exc
-    if (
-        not isinstance(document, dict)
-        or document.get("format") != 1
-        or not isinstance(document.get("lists"), list)
-    ):
-        raise ConfigCheckError(f"{where}: not a default credential file (format: 1, lists: [...])")
-    lists: list[CredentialList] = []
-    for number, entry in enumerate(document["lists"], 1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ConfigCheckError(f"{where}: list {number} has no name")
-        pairs = entry.get("credentials")
-        if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs
-        ):
-            raise ConfigCheckError(
-                f"{where}: list {entry['name']!r}: credentials must be [user, password] pairs"
-            )
-        vendor = entry.get("vendor")
-        lists.append(
-            CredentialList(
-                name=entry["name"],
-                vendor=vendor if isinstance(vendor, str) else None,
-                source=str(entry.get("source") or ""),
-                protocols=tuple(str(p) for p in entry.get("protocols") or ()),
-                credentials=tuple((user, password) for user, password in pairs),
-            )
-        )
-    return DefaultCredentials(tuple(lists))
+        return DefaultCredentials.load(path)
+    except CredentialFileError as exc:
+        raise ConfigCheckError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------------------- addresses
@@ -577,8 +526,9 @@ class _Inputs:
     credentials: DefaultCredentials
     _cache: dict[str, pa.Table | None] = field(default_factory=dict)
 
-    def table(self, name: str, columns: Sequence[str]) -> pa.Table | None:
-        """``flows`` or an event log with these columns (``ts`` as int64 ns); None when absent."""
+    def table(self, name: str, columns: Sequence[str], optional: Sequence[str] = ()) -> pa.Table | None:
+        """``flows`` or an event log with these columns (``ts`` as int64 ns), plus those of ``optional``
+        that it has (newer fields an older run lacks); None when absent."""
         path = (
             self.out_dir / "flows.parquet" if name == "flows" else self.out_dir / "events" / f"{name}.parquet"
         )
@@ -590,7 +540,8 @@ class _Inputs:
             if missing:
                 logger.info("%s lacks %s: its checks are skipped", path, ", ".join(missing))
                 return None
-            table = pq.read_table(path, columns=list(columns))
+            extra = [c for c in optional if c in schema.names and c not in columns]
+            table = pq.read_table(path, columns=[*columns, *extra])
         except (OSError, pa.ArrowException) as exc:
             raise ConfigCheckError(f"cannot read {path}: {exc}") from exc
         for name_ in ("ts", "first_ts", "last_ts"):
@@ -933,25 +884,35 @@ def _mqtt_no_auth(inputs: _Inputs) -> list[_Hits]:
     ]
 
 
+ACCEPTED, REFUSED, UNANSWERED = 1, 0, -1
+"""A login's outcome, as the dissector read it."""
+HTTP_REFUSED = (401, 403, 407)
+
+
 def _default_accounts(inputs: _Inputs) -> list[_Hits]:
-    """Accepted Telnet and FTP logins whose user name is a default account; anonymous FTP logins."""
-    out: list[_Hits] = []
-    users = inputs.credentials.users
+    """Default credentials (pairs matched by the dissectors), default account names accepted without a
+    password, and anonymous FTP logins."""
     base = ["ts", "flow_id", "orig_h", "orig_p", "resp_h", "resp_p", "is_orig"]
-    telnet = inputs.table("telnet_login", [*base, "username", "success"])
+    pairs: list[tuple[str, pa.Table, I64, I64, I64, npt.NDArray[np.int8], pa.ChunkedArray | None]] = []
+    out: list[_Hits] = []
+    telnet = inputs.table(
+        "telnet_login", [*base, "username", "cleartext_credentials", "success"], ["default_credential"]
+    )
     if telnet is not None and telnet.num_rows:
         client, _cp, server, server_p = _sender(telnet, inputs.book)  # is_orig: the client's side
-        ok = _bools(telnet["success"])
-        out.extend(
-            _account_hits(inputs, telnet["username"], ok, server, server_p, client, telnet, users, "telnet")
-        )
-    ftp = inputs.table("ftp", [*base, "user", "login_success"])
+        outcome = _outcome(telnet["success"])
+        pairs.append(("telnet", telnet, server, server_p, client, outcome, telnet["username"]))
+        out.extend(_default_users(inputs, telnet, "telnet", "username", outcome, server, server_p, client))
+    ftp = inputs.table(
+        "ftp", [*base, "user", "cleartext_credentials", "login_success"], ["default_credential"]
+    )
     if ftp is not None and ftp.num_rows:
         # The ftp log's is_orig tells who sent the command; logins are client commands to the server.
         client, _cp, server, server_p = _sender(ftp, inputs.book)
-        ok = _bools(ftp["login_success"])
-        out.extend(_account_hits(inputs, ftp["user"], ok, server, server_p, client, ftp, users, "ftp"))
-        anonymous = ok & _is_in(pc.utf8_lower(ftp["user"]), {"anonymous", "ftp"})
+        outcome = _outcome(ftp["login_success"])
+        pairs.append(("ftp", ftp, server, server_p, client, outcome, ftp["user"]))
+        out.extend(_default_users(inputs, ftp, "ftp", "user", outcome, server, server_p, client))
+        anonymous = (outcome == ACCEPTED) & _is_in(pc.utf8_lower(ftp["user"]), {"anonymous", "ftp"})
         out.append(
             _Hits.make(
                 "credentials.anonymous_ftp",
@@ -963,51 +924,136 @@ def _default_accounts(inputs: _Inputs) -> list[_Hits]:
                 _ints(ftp["flow_id"]),
             )
         )
+    http = inputs.table("http", [*base, "status_code", "default_credential"])
+    if http is not None and http.num_rows:
+        client, _cp, server, server_p = _sender(http, inputs.book)  # is_orig: the request's sender
+        status = _ints(http["status_code"])
+        good = (status >= 200) & (status < 400)
+        refused = np.isin(status, HTTP_REFUSED)
+        outcome = np.where(good, ACCEPTED, np.where(refused, REFUSED, UNANSWERED)).astype(np.int8)
+        pairs.append(("http", http, server, server_p, client, outcome, None))
+    mqtt = inputs.table("mqtt_connect", [*base, "connack", "return_code", "default_credential"])
+    if mqtt is not None and mqtt.num_rows:
+        client, _cp, server, server_p = _sender(mqtt, inputs.book)  # is_orig: the CONNECT's sender
+        answered = _bools(mqtt["connack"])
+        ok = answered & (_ints(mqtt["return_code"]) == 0)
+        outcome = np.where(ok, ACCEPTED, np.where(answered, REFUSED, UNANSWERED)).astype(np.int8)
+        pairs.append(("mqtt", mqtt, server, server_p, client, outcome, None))
+    for protocol, table, server, server_p, client, outcome, users in pairs:
+        if "default_credential" in table.column_names:
+            out.append(_default_pairs(table, protocol, outcome, users, server, server_p, client))
     return out
 
 
-def _account_hits(
-    inputs: _Inputs,
-    user_column: pa.ChunkedArray,
-    ok: Mask,
+def _outcome(column: pa.ChunkedArray) -> npt.NDArray[np.int8]:
+    """A nullable boolean login outcome as ACCEPTED / REFUSED / UNANSWERED."""
+    known = _bools(pc.is_valid(column))
+    return np.where(known, np.where(_bools(column), ACCEPTED, REFUSED), UNANSWERED).astype(np.int8)
+
+
+def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[Any]]:
+    """Dictionary codes of a column (-1 for nulls) and its distinct values."""
+    array = column.combine_chunks().dictionary_encode()
+    return _ints(pa.chunked_array([array.indices])), array.dictionary.to_pylist()
+
+
+def _default_pairs(
+    table: pa.Table,
+    protocol: str,
+    outcome: npt.NDArray[np.int8],
+    users: pa.ChunkedArray | None,
     server: I64,
     port: I64,
     client: I64,
+) -> _Hits:
+    """``credentials.default_account``: logins whose user name / password pair the dissector found in a
+    default credential list (``default_credential``), unless the device refused them."""
+    labels, label_values = _encoded(table["default_credential"])
+    mask = (labels >= 0) & (outcome != REFUSED)
+    user_codes, user_values = _encoded(users) if users is not None else (np.full(len(labels), -1), [])
+    accepted = outcome == ACCEPTED
+    # One detail per distinct (lists, user, accepted): Python runs per distinct combination only.
+    key = (labels * (len(user_values) + 1) + (user_codes + 1)) * 2 + accepted
+    distinct, inverse = np.unique(key[mask], return_inverse=True)
+    detail = np.full(len(labels), -1, dtype=np.int64)
+    detail[mask] = inverse.reshape(-1)
+    details: list[str] = []
+    for value in distinct.tolist():
+        rest, ok = divmod(value, 2)
+        label, user = divmod(rest, len(user_values) + 1)
+        who = f"{protocol} login" + (f" of '{user_values[user - 1]}'" if user > 0 else "")
+        verdict = "accepted" if ok else "not answered"
+        names = ", ".join(str(label_values[label]).split(","))
+        details.append(f"{who} with a default password ({names}), {verdict}")
+    return _Hits.make(
+        "credentials.default_account",
+        mask,
+        server,
+        port,
+        client,
+        _ints(table["ts"]),
+        _ints(table["flow_id"]),
+        severity=_levels(accepted, Severity.HIGH, Severity.CRITICAL),
+        detail=detail,
+        details=details,
+    )
+
+
+def _default_users(
+    inputs: _Inputs,
     table: pa.Table,
-    users: frozenset[str],
     protocol: str,
+    user_field: str,
+    outcome: npt.NDArray[np.int8],
+    server: I64,
+    port: I64,
+    client: I64,
 ) -> list[_Hits]:
-    mask = ok & _is_in(user_column, users)
+    """``credentials.default_user``: accepted logins with a default account name and no password seen
+    (or, in an analysis made before pair matching, whose password was not compared)."""
+    compared = "default_credential" in table.column_names
+    typed = _bools(table["cleartext_credentials"])
+    user_column = table[user_field]
+    mask = (outcome == ACCEPTED) & _is_in(user_column, inputs.credentials.users)
+    if compared:
+        mask &= ~typed
     if not mask.any():
         return []
-    rows = np.flatnonzero(mask)
-    names = user_column.take(pa.array(rows)).to_pylist()
-    details: list[str] = []
-    detail_of: dict[str, int] = {}
-    detail = np.full(mask.shape[0], -1, dtype=np.int64)
-    severity = np.full(mask.shape[0], RANK[Severity.MEDIUM], dtype=np.int8)
+    codes, names = _encoded(user_column)
+    owners = inputs.book.device_of(server)
     devices = inputs.book.devices
-    owners = inputs.book.device_of(server[rows])
-    for row, name, owner in zip(rows.tolist(), names, owners.tolist(), strict=True):
-        lists = inputs.credentials.lists_with_user(str(name))
+    pairs = np.unique(np.stack([codes[mask], owners[mask]], axis=1), axis=0)
+    high: set[tuple[int, int]] = set()
+    text_of: dict[int, str] = {}
+    for code, owner in pairs.tolist():
+        name = str(names[code])
+        lists = inputs.credentials.lists_with_user(name)
         vendor = (devices[owner].vendor or "").casefold() if owner >= 0 else ""
-        own = [item.name for item in lists if item.vendor and vendor and item.vendor.casefold() in vendor]
-        if own:
-            severity[row] = RANK[Severity.HIGH]
-        text = f"{protocol} user '{name}': a default account of {', '.join(item.name for item in lists)}"
-        detail[row] = detail_of.setdefault(text, len(details))
-        if detail[row] == len(details):
-            details.append(text)
+        if any(item.vendor and vendor and item.vendor.casefold() in vendor for item in lists):
+            high.add((code, owner))
+        how = "without a password" if compared else "(its password was not compared)"
+        text_of[code] = (
+            f"{protocol} user '{name}' logged in {how}: a default account of "
+            f"{', '.join(item.name for item in lists)}"
+        )
+    order = sorted(text_of)
+    details = [text_of[code] for code in order]
+    index = np.full(len(names) + 1, -1, dtype=np.int64)
+    index[order] = np.arange(len(order))
+    detail = np.where(mask, index[codes], -1)
+    raised = np.zeros(len(codes), dtype=np.bool_)
+    for code, owner in high:
+        raised |= mask & (codes == code) & (owners == owner)
     return [
         _Hits.make(
-            "credentials.default_account",
+            "credentials.default_user",
             mask,
             server,
             port,
             client,
             _ints(table["ts"]),
             _ints(table["flow_id"]),
-            severity=severity,
+            severity=_levels(raised, Severity.MEDIUM, Severity.HIGH),
             detail=detail,
             details=details,
         )

@@ -110,6 +110,10 @@ DEFAULT_CHECKS: Mapping[str, CheckRule] = _frozen(
         "credentials.default": CheckRule(Tier(0.9, 0.95), 0.0, "Change the default credentials"),
         # the names configs.py uses (issue 6), beside the generic ones above and below
         "credentials.default_account": CheckRule(Tier(0.9, 0.95), 0.0, "Change the default credentials"),
+        # a default account name accepted with no password seen: unconfirmed, clearly weaker
+        "credentials.default_user": CheckRule(
+            Tier(0.45, 0.6), 0.0, "Set a password on the default account or disable it"
+        ),
         "credentials.anonymous_ftp": CheckRule(Tier(0.5, 0.65), 0.0, "Disable anonymous FTP"),
         "credentials.": CheckRule(Tier(0.6, 0.75), 0.0, ""),
         "remote.vnc_no_auth": CheckRule(

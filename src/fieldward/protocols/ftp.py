@@ -7,7 +7,9 @@ FTP over TLS):
   ``ddd `` replies, RFC 959 4.2), paired in order; preliminary 1yz replies do not complete a command;
 - the login: the ``USER`` name, the fact that a ``PASS`` was sent in clear (``cleartext_credentials``;
   the password itself is never stored, nor an ``ACCT`` argument), and its outcome (230 success,
-  530/430 failure);
+  530/430 failure); the ``PASS`` is looked up once, with the ``USER`` name, in the default credential
+  lists (:mod:`fieldward.protocols.credentials`) and only the names of the lists holding the pair are
+  kept (``default_credential``, on the ``PASS`` event whose reply tells the outcome);
 - file names of ``RETR``, ``STOR``, ``STOU``, ``APPE``; the data channel announced by ``PORT`` /
   ``EPRT`` (active) or by the ``227`` / ``229`` replies to ``PASV`` / ``EPSV`` (passive);
 - ``AUTH TLS`` / ``AUTH SSL`` accepted with 234: the rest of the connection is TLS and is not read.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+from fieldward.protocols.credentials import DefaultCredentials
 
 MAX_LINE = 4096
 """Longest command or reply line accepted."""
@@ -52,6 +55,9 @@ class FtpEvent(Event):
     arg: str | None
     user: str | None
     cleartext_credentials: bool
+    default_credential: str | None
+    """On a ``PASS``: names of the default credential lists holding the ``USER`` name / password pair
+    (joined by commas); None otherwise. The password itself is never kept."""
     reply_code: int | None
     reply_msg: str | None
     login_success: bool | None
@@ -69,6 +75,7 @@ class _Command:
     arg: str | None
     user: str | None
     cleartext_credentials: bool
+    default_credential: str | None = None
     file_name: str | None = None
     data_h: str | None = None
     data_p: int | None = None
@@ -99,6 +106,8 @@ class FtpDissector(Dissector):
         super().__init__(flow)
         self._pending: deque[_Command] = deque()
         self._user: str | None = None
+        self._user_raw: bytes | None = None
+        """The USER argument as sent (not cut), for the default credential lookup only."""
         self._reply_lines: list[bytes] = []
         self._reply_code = b""
         self._reply_orig = False
@@ -160,6 +169,9 @@ class FtpDissector(Dissector):
             return
         command = COMMAND.fullmatch(line)
         if command is None:
+            if line.lstrip()[:4].upper() in (b"PASS", b"ACCT"):
+                # A malformed PASS or ACCT line still holds the secret: the weird names the verb only.
+                line = line.lstrip()[:4] + b" (secret not shown)"
             ctx.weird("ftp_bad_command", repr(line[:60]))
             return
         self._command(command, ctx)
@@ -175,8 +187,11 @@ class FtpDissector(Dissector):
         raw = match.group(2)
         arg = _text(raw) if raw is not None and verb not in SECRET_COMMANDS else None
         if verb == "USER":
-            self._user = arg
+            self._user, self._user_raw = arg, raw
         cmd = _Command(ctx.ts, ctx.is_orig, verb, arg, self._user, cleartext_credentials=verb == "PASS")
+        if verb == "PASS" and self._user_raw is not None:
+            # One lookup per login, while the password is in memory: only list names survive it.
+            cmd.default_credential = DefaultCredentials.load().label(self._user_raw, raw or b"")
         if verb in FILE_COMMANDS:
             cmd.file_name = arg
         elif verb == "PORT" and raw is not None:
@@ -274,6 +289,7 @@ class FtpDissector(Dissector):
                 arg=cmd.arg if cmd else None,
                 user=cmd.user if cmd else self._user,
                 cleartext_credentials=cmd.cleartext_credentials if cmd else False,
+                default_credential=cmd.default_credential if cmd else None,
                 reply_code=code,
                 reply_msg=_text(text) if text is not None else None,
                 login_success=login,

@@ -7,6 +7,10 @@ What is dissected (RFC 9110 HTTP semantics, RFC 9112 HTTP/1.1 message syntax):
   reason phrase), found by content on any port;
 - the header fields the event reports (Host, User-Agent, Referer, Server, Content-Type, Content-Length,
   Transfer-Encoding, Content-Encoding, Authorization: its scheme only, never the credentials);
+- HTTP Basic credentials (RFC 7617): the ``user-id:password`` pair is decoded in memory, looked up
+  once per request in the default credential lists (:mod:`fieldward.protocols.credentials`) and
+  dropped; only the names of the lists holding it are kept (``default_credential``). Whether the
+  server accepted it is the response's ``status_code`` (401: refused);
 - the message body length (RFC 9112 6.3): Content-Length, the chunked transfer coding (7.1, with chunk
   extensions and trailer fields), no body for responses to HEAD, for 1xx, 204 and 304, and a response
   body delimited by the end of the connection otherwise. Bodies are counted, never buffered, so
@@ -26,6 +30,7 @@ request a response answers (HEAD) nor cut bytes into the engine's PDUs. Malforme
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import re
 from collections import deque
@@ -34,6 +39,7 @@ from enum import Enum, auto
 from typing import ClassVar
 
 from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+from fieldward.protocols.credentials import DefaultCredentials
 
 MAX_HEADER = 64 * 1024
 """Largest header block (start line + fields) accepted; RFC 9112 sets no limit, servers use 8-64 KiB."""
@@ -96,6 +102,9 @@ class HttpEvent(Event):
     request_body_len: int
     authorization_scheme: str | None
     cleartext_credentials: bool
+    default_credential: str | None
+    """With Basic authentication: names of the default credential lists holding the user-id / password
+    pair (joined by commas); None otherwise. The credentials themselves are never kept."""
     response_version: str | None
     status_code: int | None
     status_msg: str | None
@@ -150,6 +159,7 @@ class _Txn:
     request_content_length: int | None = None
     request_body_len: int = 0
     authorization_scheme: str | None = None
+    default_credential: str | None = None
     request_done: bool = False
     has_response: bool = False
     response_version: str | None = None
@@ -346,6 +356,9 @@ class HttpDissector(Dissector):
         authorization = _first(fields, b"authorization")
         if authorization is not None:
             txn.authorization_scheme = authorization.split(" ", 1)[0][:64] or None
+            scheme, _, token = fields[b"authorization"][0].partition(b" ")
+            if scheme.lower() == b"basic":
+                txn.default_credential = _basic_default_credential(token.strip(), ctx)
         if len(self._txns) >= MAX_PENDING:
             ctx.weird("http_too_many_pending", f"more than {MAX_PENDING} requests without a response")
             self._emit(self._txns.popleft(), ctx)
@@ -467,6 +480,7 @@ class HttpDissector(Dissector):
                 request_body_len=txn.request_body_len,
                 authorization_scheme=txn.authorization_scheme,
                 cleartext_credentials=(txn.authorization_scheme or "").lower() == "basic",
+                default_credential=txn.default_credential,
                 response_version=txn.response_version,
                 status_code=txn.status_code,
                 status_msg=txn.status_msg,
@@ -486,6 +500,23 @@ class HttpDissector(Dissector):
                 response_body_sha256=response[2],
             )
         )
+
+
+def _basic_default_credential(token: bytes, ctx: PduContext) -> str | None:
+    """The default credential lists holding the pair of a Basic ``token68`` (RFC 7617 2: base64 of
+    ``user-id:password``). The decoded pair lives only in this call; a weird never quotes the token."""
+    try:
+        decoded = binascii.a2b_base64(token, strict_mode=True)
+    except (binascii.Error, ValueError):
+        ctx.weird(
+            "http_bad_basic_credentials", f"{len(token)} bytes of Basic credentials that are not base64"
+        )
+        return None
+    user, colon, password = decoded.partition(b":")
+    if not colon:
+        ctx.weird("http_bad_basic_credentials", "Basic credentials without the ':' between user and password")
+        return None
+    return DefaultCredentials.load().label(user, password)
 
 
 def _first(fields: dict[bytes, list[bytes]], name: bytes) -> str | None:

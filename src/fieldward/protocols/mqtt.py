@@ -5,7 +5,10 @@ What is covered, with the specification it follows:
 - the fixed header and its Variable Byte Integer "remaining length" (*MQTT Version 3.1.1*, OASIS
   Standard, section 2.2; *MQTT Version 5.0*, OASIS Standard, sections 1.5.5 and 2.1);
 - every control packet: CONNECT (protocol name and level, connect flags, keep alive, client id, will
-  topic/payload/QoS/retain, whether a user name and a password are present: **never the password**),
+  topic/payload/QoS/retain, whether a user name and a password are present: **never the password**;
+  the user name / password pair is looked up once in the default credential lists of
+  :mod:`fieldward.protocols.credentials` and only the names of the lists holding it are kept,
+  ``default_credential``),
   CONNACK (session present, return code or v5 reason code), PUBLISH (topic, QoS, retain, dup, packet
   identifier, payload size), PUBACK/PUBREC/PUBREL/PUBCOMP, SUBSCRIBE/SUBACK, UNSUBSCRIBE/UNSUBACK,
   PINGREQ/PINGRESP, DISCONNECT (v5 reason code) and AUTH (v5);
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+from fieldward.protocols.credentials import DefaultCredentials
 
 MQTT_PORT = 1883
 PORTS = frozenset({MQTT_PORT})
@@ -214,6 +218,9 @@ class MqttConnect(Event):
     client_id: str | None = None
     username_present: bool | None = None
     password_present: bool | None = None
+    default_credential: str | None = None
+    """Names of the default credential lists holding the CONNECT's user name / password pair (joined by
+    commas); None when no list does or either is absent. Neither is kept."""
     keep_alive: int | None = None
     clean_session: bool | None = None
     will_flag: bool | None = None
@@ -338,12 +345,6 @@ class _Reader:
 
     def binary(self) -> bytes:
         return self.take(self.u16())
-
-    def skip_binary(self) -> int:
-        """Skip a length-prefixed field without keeping it (the password); returns its length."""
-        n = self.u16()
-        self.take(n)
-        return n
 
     def string(self) -> str:
         raw = self.binary()
@@ -717,10 +718,11 @@ class MqttDissector(Dissector):
             payload = r.binary()
             fields["will_payload"] = payload[:MAX_PAYLOAD_BYTES]
             fields["will_payload_len"] = len(payload)
-        if username:
-            r.skip_binary()  # the user name is not kept either: presence only
-        if password:
-            r.skip_binary()  # never kept, never logged
+        user = r.binary() if username else None  # the user name is not kept either: presence only
+        secret = r.binary() if password else None  # never kept, never logged
+        if user is not None and secret is not None:
+            # One lookup per CONNECT, while the pair is in memory: only list names survive it.
+            fields["default_credential"] = DefaultCredentials.load().label(user, secret)
         if r.remaining:
             ctx.weird("mqtt_trailing_bytes", f"CONNECT: {r.remaining} bytes after the payload")
 

@@ -10,7 +10,11 @@ What is dissected (RFC 854 Telnet protocol, RFC 855 option negotiation, IANA Tel
   then types is a password sent in clear: ``cleartext_credentials`` is set, the password itself is
   never stored; the outcome is read from what the server says next (``Login incorrect`` / a new login
   prompt: failure; a shell prompt or ``Last login``: success). The server's text before its first
-  prompt is kept as the banner (device identification).
+  prompt is kept as the banner (device identification);
+- **default credentials**: when the password line ends, the user name / password pair is looked up
+  once in the default credential lists (:mod:`fieldward.protocols.credentials`) and only the names of
+  the lists holding it are kept (``default_credential``), whatever the outcome; the typed line is then
+  dropped.
 
 Telnet is a byte stream: ``frame`` hands over everything but an incomplete IAC sequence at the end.
 Malformed input is reported as ``telnet_*`` weirds; the dissector never judges the traffic.
@@ -24,6 +28,7 @@ from enum import Enum, auto
 from typing import ClassVar
 
 from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+from fieldward.protocols.credentials import DefaultCredentials
 
 IAC = 255
 DONT, DO, WONT, WILL = 254, 253, 252, 251
@@ -133,6 +138,9 @@ class TelnetLogin(Event):
 
     username: str | None
     cleartext_credentials: bool
+    default_credential: str | None
+    """Names of the default credential lists holding the typed user name / password pair (joined by
+    commas); None when no list does or no pair was typed. The password itself is never kept."""
     success: bool | None
     banner: str | None
 
@@ -170,7 +178,10 @@ class _Attempt:
     ts: int
     username: str | None
     banner: str | None
+    user_line: bytes | None = None
+    """The user name as typed (not cut), for the default credential lookup only."""
     cleartext_credentials: bool = False
+    default_credential: str | None = None
 
 
 class TelnetDissector(Dissector):
@@ -330,13 +341,18 @@ class TelnetDissector(Dissector):
         if self._await == _Await.USERNAME:
             self._finish(None, ctx)
             banner = self._banner.decode("utf-8", "backslashreplace") if self._banner else None
-            self._attempt = _Attempt(ctx.ts, line.decode("utf-8", "backslashreplace")[:64], banner)
+            self._attempt = _Attempt(ctx.ts, line.decode("utf-8", "backslashreplace")[:64], banner, line)
             self._await = _Await.OUTCOME
         elif self._await == _Await.PASSWORD:
             if self._attempt is None:  # a password prompt without a user name (e.g. a router's)
                 banner = self._banner.decode("utf-8", "backslashreplace") if self._banner else None
                 self._attempt = _Attempt(ctx.ts, None, banner)
             self._attempt.cleartext_credentials = True  # the typed line itself is never kept
+            if self._attempt.user_line is not None:
+                # One lookup per login, while the password is in memory: only list names survive it.
+                self._attempt.default_credential = DefaultCredentials.load().label(
+                    self._attempt.user_line, line
+                )
             self._await = _Await.OUTCOME
             self._tail.clear()
 
@@ -353,6 +369,7 @@ class TelnetDissector(Dissector):
                 **where,
                 username=attempt.username,
                 cleartext_credentials=attempt.cleartext_credentials,
+                default_credential=attempt.default_credential,
                 success=success,
                 banner=attempt.banner,
             )
