@@ -46,6 +46,18 @@ _Db = Annotated[
     ),
 ]
 
+_To = Annotated[
+    str | None, typer.Option("--to", help="Console URL (https://console:8443) to push results to.")
+]
+_TokenFile = Annotated[
+    Path | None, typer.Option("--token-file", help="File holding the sensor's token (fws_...).")
+]
+_CaFile = Annotated[Path | None, typer.Option("--ca-file", help="CA certificate (PEM) of the console.")]
+_Spool = Annotated[Path | None, typer.Option("--spool", help="Spool folder (default: in the data folder).")]
+_RetryFor = Annotated[
+    float, typer.Option("--retry-for", min=0.0, help="Seconds to keep retrying an unreachable console.")
+]
+
 
 def _stdout() -> Console:
     return Console(highlight=False)
@@ -302,6 +314,10 @@ def analyze(
     assess: Annotated[
         bool, typer.Option(help="Assess vulnerabilities, configurations and risk after the analysis.")
     ] = True,
+    to: _To = None,
+    token_file: _TokenFile = None,
+    ca_file: _CaFile = None,
+    spool: _Spool = None,
 ) -> None:
     """Analyse capture files: flows, protocol events, inventory, alerts and risk, written to DIR."""
     with _clear_errors():
@@ -318,6 +334,10 @@ def analyze(
             db=db,
             assess=assess,
         )
+        if to is not None:
+            if token_file is None:
+                raise FieldWardError("--to needs --token-file (the sensor's token)")
+            _push(out, to, token_file, ca_file, spool, 300.0, quiet)
 
 
 @app.command()
@@ -1203,6 +1223,106 @@ def report(
             title=title,
         )
         _stdout().print(f"wrote {dest}", markup=False)
+
+
+# ------------------------------------------------------------------------- console and sensors
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8443,
+    db: _Db = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (evidence captures, the default SQLite database).")
+    ] = None,
+    cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) to serve HTTPS.")] = None,
+    key: Annotated[Path | None, typer.Option(help="Private key of the TLS certificate.")] = None,
+    insecure_cookies: Annotated[
+        bool, typer.Option(help="Send the session cookie without Secure (plain-HTTP development only).")
+    ] = False,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only.")] = False,
+) -> None:
+    """Run the console (REST API and web UI); the first start creates an admin, printing its password once."""
+    from fieldward.console.serve import serve as run_console
+    from fieldward.console.settings import ConsoleSettings
+
+    with _clear_errors():
+        if (cert is None) != (key is None):
+            raise FieldWardError("--cert and --key go together")
+        overrides: dict[str, Any] = {"secure_cookies": not insecure_cookies, "ui": not no_ui}
+        if db is not None:
+            overrides["database_url"] = db
+        if data_dir is not None:
+            overrides["data_dir"] = data_dir
+        settings = ConsoleSettings.from_env(**overrides)
+        run_console(
+            settings,
+            host,
+            port,
+            ssl_certfile=str(cert) if cert is not None else None,
+            ssl_keyfile=str(key) if key is not None else None,
+        )
+
+
+def _default_spool(url: str) -> Path:
+    from urllib.parse import urlsplit
+
+    from fieldward.store.database import data_dir
+
+    host = urlsplit(url).hostname or "console"
+    return data_dir() / "spool" / "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
+
+
+def _push(
+    folder: Path | None,
+    to: str,
+    token_file: Path,
+    ca_file: Path | None,
+    spool: Path | None,
+    retry_for: float,
+    quiet: bool,
+) -> None:
+    """Push an analysis folder (or only the spool) to a console; exit 3 while batches stay pending,
+    4 when batches were rejected or corrupt."""
+    from fieldward.console.sensor_client import SensorClient, load_token
+
+    with SensorClient(to, load_token(token_file), spool or _default_spool(to), ca_file=ca_file) as client:
+        report = (
+            client.push_folder(folder, retry_for=retry_for)
+            if folder is not None
+            else client.drain(retry_for=retry_for)
+        )
+    if not quiet:
+        _stdout().print(
+            f"pushed to {to}: {report.applied} batch(es) applied, {report.duplicates} already there, "
+            f"{report.written:,} records written, {report.pending} pending in the spool, "
+            f"{len(report.rejected)} rejected",
+            markup=False,
+        )
+    if report.rejected or report.corrupt:
+        raise typer.Exit(code=4)
+    if report.pending:
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def push(
+    folder: Annotated[
+        Path | None, typer.Argument(help="Analysis folder to push (none: only send what is spooled).")
+    ] = None,
+    to: _To = None,
+    token_file: _TokenFile = None,
+    ca_file: _CaFile = None,
+    spool: _Spool = None,
+    retry_for: _RetryFor = 300.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Send an analysis folder's results to a console as a sensor (spooled to disk until acknowledged)."""
+    with _clear_errors():
+        if to is None or token_file is None:
+            raise FieldWardError("--to URL and --token-file FILE are required")
+        _push(folder, to, token_file, ca_file, spool, retry_for, quiet)
 
 
 def main() -> None:
