@@ -1,0 +1,282 @@
+"""FastAPI dependencies shared by every router: the database session, who is calling, and roles.
+
+Conventions (docs/console/api.md, "Adding a router"):
+
+- ``SessionDep``: a SQLAlchemy ``Session`` for the request. Nothing is committed implicitly: a handler
+  that changes data calls ``session.commit()`` itself before returning (an uncommitted session is
+  rolled back when the request ends).
+- Every route declares its role with ``**access("viewer" | "analyst" | "admin")`` (or
+  ``access("sensor")`` for the sensor push endpoints, ``access("public")`` for login). ``access``
+  adds the enforcing dependency *and* the ``x-fieldward-role`` OpenAPI extension the security-matrix
+  test reads, so the declaration and the enforcement cannot drift apart.
+- ``CurrentUser`` / ``CurrentSensor``: the authenticated caller, for handlers that need it (audit
+  rows, "own" resources). Resolving the caller enforces CSRF for cookie sessions and the ``write``
+  scope for bearer tokens on state-changing methods.
+- ``audit(session, actor, action, target, **details)`` adds the audit row of a change (committed
+  with it).
+- Errors are ``HTTPException`` with ``{"detail": "..."}``; :func:`errors` documents them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from fieldward.console.api.schemas import MAX_LIMIT, ErrorPublic, ValidationErrorPublic
+from fieldward.console.security import (
+    SENSOR_PREFIX,
+    USER_PREFIX,
+    csrf_valid,
+    hash_token,
+)
+from fieldward.console.settings import ConsoleSettings
+from fieldward.store.database import Database
+from fieldward.store.models import ROLES, ApiToken, AuditLog, Sensor, User, utcnow
+
+__all__ = [
+    "ROLE_EXTENSION",
+    "SESSION_COOKIE",
+    "SESSION_SCOPE",
+    "UNSAFE_METHODS",
+    "CurrentPrincipal",
+    "CurrentSensor",
+    "CurrentUser",
+    "IdPath",
+    "Paging",
+    "PagingDep",
+    "Principal",
+    "Role",
+    "SessionDep",
+    "SettingsDep",
+    "access",
+    "audit",
+    "errors",
+    "require_role",
+]
+
+SESSION_COOKIE = "fieldward_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_SCOPE = "session"
+"""Scope marking an ``api_tokens`` row that is a browser session (created by login)."""
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ROLE_EXTENSION = "x-fieldward-role"
+Role = Literal["public", "sensor", "viewer", "analyst", "admin"]
+
+
+INT64_MAX = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=INT64_MAX, description="Row id")]
+"""A row id in a path; bounded so a huge number is a 422, not a database overflow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    limit: int
+    offset: int
+
+
+def get_paging(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")] = 0,
+) -> Paging:
+    return Paging(limit=limit, offset=offset)
+
+
+PagingDep = Annotated[Paging, Depends(get_paging)]
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_settings(request: Request) -> ConsoleSettings:
+    settings: ConsoleSettings = request.app.state.settings
+    return settings
+
+
+def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """A session per request; handlers commit their changes explicitly."""
+    with database.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[ConsoleSettings, Depends(get_settings)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user and the credential it came with."""
+
+    user_id: int
+    username: str
+    role: str
+    token_id: int
+    scopes: tuple[str, ...]
+    via: Literal["session", "token"]
+
+    def at_least(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def _unauthorized(detail: str = "not authenticated") -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise _unauthorized("malformed Authorization header (expected 'Bearer <token>')")
+    return value.strip()
+
+
+def _touch(session: Session, token: ApiToken, settings: ConsoleSettings, now: dt.datetime) -> None:
+    last = token.last_used
+    if last is None or (now - last).total_seconds() >= settings.token_touch_seconds:
+        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used=now))
+        session.commit()
+
+
+def get_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+    """The calling user, from a bearer token (``fwt_``) or the session cookie.
+
+    401 without a valid, unexpired, unrevoked credential of an active user; 403 for a cookie write
+    without the CSRF header or a write with a read-only token.
+    """
+    secret = _bearer(request)
+    via: Literal["session", "token"] = "token"
+    if secret is None:
+        secret = request.cookies.get(SESSION_COOKIE)
+        via = "session"
+        if not secret:
+            raise _unauthorized()
+    if not secret.startswith(USER_PREFIX) or len(secret) > 200:
+        raise _unauthorized("not a user credential")
+    now = utcnow()
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == hash_token(secret))
+    ).first()
+    if row is None:
+        raise _unauthorized("invalid credential")
+    token, user = row
+    is_session = SESSION_SCOPE in token.scopes
+    if (via == "session") != is_session:  # a session secret is no bearer token and vice versa
+        raise _unauthorized("invalid credential")
+    if token.revoked is not None or (token.expires is not None and token.expires <= now):
+        raise _unauthorized("credential expired or revoked")
+    if not user.active:
+        raise _unauthorized("account disabled")
+    if request.method in UNSAFE_METHODS:
+        if via == "session" and not csrf_valid(secret, request.headers.get(CSRF_HEADER)):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="missing or invalid CSRF token")
+        if via == "token" and "write" not in token.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this token is read-only")
+    _touch(session, token, settings, now)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        token_id=token.id,
+        scopes=tuple(token.scopes),
+        via=via,
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+CurrentUser = CurrentPrincipal
+
+
+def require_role(role: str) -> Callable[[Principal], Principal]:
+    """A dependency that lets through users of ``role`` or a higher one (403 otherwise)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.at_least(role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {role} role")
+        return principal
+
+    check.__name__ = f"require_{role}"
+    return check
+
+
+def get_sensor(request: Request, session: SessionDep) -> Sensor:
+    """The calling sensor, from its bearer token (``fws_``); 401 otherwise."""
+    secret = _bearer(request)
+    if secret is None:
+        raise _unauthorized()
+    if not secret.startswith(SENSOR_PREFIX) or len(secret) > 200:
+        raise _unauthorized("not a sensor credential")
+    sensor = session.scalars(select(Sensor).where(Sensor.credential_hash == hash_token(secret))).first()
+    if sensor is None:
+        raise _unauthorized("invalid credential")
+    return sensor
+
+
+CurrentSensor = Annotated[Sensor, Depends(get_sensor)]
+
+
+def _public() -> None:
+    return None
+
+
+def access(
+    role: Role, *codes: int, responses: dict[int | str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Route keyword arguments declaring and enforcing ``role``, plus the route's other documented
+    error ``codes``: ``@router.get("/{id}", **access("admin", 404))``. ``responses`` adds further
+    OpenAPI responses (e.g. a binary 200 ``content``), merged over the generated ones."""
+    if role == "public":
+        dependency: Callable[..., Any] = _public
+    elif role == "sensor":
+        dependency = get_sensor
+    else:
+        dependency = require_role(role)
+    auth: tuple[int, ...] = () if role == "public" else (401,) if role == "sensor" else (401, 403)
+    documented = errors(*auth, *codes)
+    for code, extra in (responses or {}).items():
+        documented[code] = {**documented.get(code, {}), **extra}
+    return {
+        "dependencies": [Depends(dependency)],
+        "openapi_extra": {ROLE_EXTENSION: role},
+        "responses": documented,
+    }
+
+
+_ERROR_TEXT = {
+    400: "Bad request",
+    401: "Not authenticated (no, invalid, expired or revoked credential)",
+    403: "Forbidden (role too low, read-only token, or missing CSRF token)",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body too large",
+    422: "Invalid parameters or body",
+    429: "Too many attempts; retry after the Retry-After seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error status codes (all ``{"detail": ...}``)."""
+    return {
+        code: {
+            "model": ValidationErrorPublic if code == 422 else ErrorPublic,
+            "description": _ERROR_TEXT.get(code, "Error"),
+        }
+        for code in codes
+    }
+
+
+def audit(session: Session, actor: str, action: str, target: str | None = None, **details: Any) -> None:
+    """Add the audit row of a change; it is committed with the change."""
+    session.add(AuditLog(actor=actor[:200], action=action[:100], target=target, details=details))

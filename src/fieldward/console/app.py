@@ -1,0 +1,301 @@
+"""The console's FastAPI application: ``create_app(settings)``.
+
+Start-up (the lifespan) migrates the database to the newest revision and, on a database without
+users, creates the first administrator with a generated password (:func:`bootstrap`); the password
+is kept on ``app.state.first_admin_password`` for ``fieldward serve`` to print once and is never
+logged. Two pure-ASGI middlewares wrap every response: request bodies are capped (413) and security
+headers are set (CSP ``default-src 'self'``, ``frame-ancestors 'none'``, ``nosniff``, no referrer).
+The OpenAPI document is served at ``/api/v1/openapi.json``; there is no Swagger page, since it would
+load scripts from a CDN and the console must work air-gapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fieldward import __version__
+from fieldward.console import models as _console_models  # noqa: F401  (registers ingest_batches)
+from fieldward.console.api.routes import API_PREFIX, api_router
+from fieldward.console.security import LoginLimiter, generate_password, hash_password
+from fieldward.console.settings import ConsoleSettings
+from fieldward.store.database import Database
+from fieldward.store.models import AuditLog, User
+
+__all__ = ["SECURITY_HEADERS", "allowed_methods", "bootstrap", "create_app"]
+
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def bootstrap(database: Database, settings: ConsoleSettings) -> str | None:
+    """Migrate ``database`` and create the first administrator when there is no user at all.
+
+    Returns that administrator's generated password (to be shown once), or None when users exist.
+    """
+    database.upgrade()
+    with database.sessionmaker() as session:
+        if int(session.scalar(select(func.count()).select_from(User)) or 0) > 0:
+            return None
+        password = generate_password()
+        session.add(User(username=settings.first_admin, password_hash=hash_password(password), role="admin"))
+        session.add(
+            AuditLog(
+                actor="system",
+                action="user.create",
+                target=settings.first_admin,
+                details={"role": "admin", "reason": "first start"},
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:  # another worker created it at the same moment
+            return None
+        return password
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` (and ``Cache-Control: no-store`` on the API) to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = str(scope.get("path", "")).startswith(API_PREFIX)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = dict(SECURITY_HEADERS)
+                if api:
+                    extra["Cache-Control"] = "no-store"
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Refuses request bodies above the limit with 413 before the application reads them.
+
+    Sensor pushes (``/api/v1/ingest``) get ``settings.max_ingest_bytes``, everything else
+    ``settings.max_request_bytes``. A declared ``Content-Length`` is checked first; a chunked body
+    is buffered up to the limit and replayed to the application.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ConsoleSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def _too_large(self, send: Send, limit: int) -> None:
+        body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        ingest = path.startswith(f"{API_PREFIX}/ingest")
+        limit = self.settings.max_ingest_bytes if ingest else self.settings.max_request_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = limit + 1
+                if declared > limit:
+                    await self._too_large(send, limit)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._too_large(send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """The methods the API serves on the request's path (the web UI's catch-all GET excluded)."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in routes
+            if getattr(route, "include_in_schema", True)
+        )
+    ]
+
+
+def _method_not_allowed(allowed: list[str]) -> JSONResponse:
+    headers = {"Allow": ", ".join(sorted(allowed))} if allowed else None
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTP error, except that a 405 lists in ``Allow`` the methods of *every*
+    route on the path (Starlette names only the first route's, e.g. GET but not POST)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    return _method_not_allowed(allowed_methods(request.app.router.routes, request.scope))
+
+
+class ApiMethods:
+    """405 (with ``Allow``) for an API path called with a method it does not serve.
+
+    Without it, the web UI's catch-all ``GET /{path}`` would answer a ``GET`` on a POST-only API
+    path with its JSON 404 instead of the 405 that HTTP (RFC 9110) asks for.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith(f"{API_PREFIX}/"):
+            served = any(
+                route.matches(scope)[0] is Match.FULL
+                for route in self.routes
+                if getattr(route, "include_in_schema", True)
+            )
+            if not served:  # the common case costs one pass; the Allow list only for a miss
+                allowed = allowed_methods(self.routes, scope)
+                if allowed and not (scope.get("method") == "HEAD" and "GET" in allowed):
+                    await _method_not_allowed(allowed)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, safe for bodies that are not text: FastAPI echoes the offending ``input``, and
+    raw bytes that are not UTF-8 would make its own encoder fail (a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    lossy = {bytes: lambda data: data.decode("utf-8", "replace")}
+    detail = jsonable_encoder(exc.errors(), custom_encoder=lossy)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _document_transport_errors(app: FastAPI) -> None:
+    """Document the answers every state-changing operation can give before its handler runs: 400 for
+    an unparsable body (FastAPI) and 413 for an oversized one (:class:`BodyLimit`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
+        for item in document.get("paths", {}).values():
+            for method, operation in item.items():
+                if method not in ("post", "put", "patch", "delete"):
+                    continue
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("400", {"description": "Malformed request body", "content": error})
+                responses.setdefault("413", {"description": "Request body too large", "content": error})
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
+    """The console application for ``settings`` (defaults: :meth:`ConsoleSettings.from_env`)."""
+    settings = settings if settings is not None else ConsoleSettings.from_env()
+    database = Database(settings.url())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.first_admin_password = bootstrap(database, settings)
+        try:
+            yield
+        finally:
+            database.dispose()
+
+    app = FastAPI(
+        title="FieldWard console API",
+        version=__version__,
+        description="Inventory, network map, alerts and sensors of FieldWard. See docs/console/api.md.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.first_admin_password = None
+    attempts, window = settings.login_rate
+    app.state.login_limiter = LoginLimiter(attempts, window)
+    app.include_router(api_router(), prefix=API_PREFIX)
+    if settings.ui:
+        from fieldward.console.ui import mount_ui
+
+        mount_ui(app)  # after every API router: its catch-all serves the single-page app
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    _document_transport_errors(app)
+    app.add_middleware(ApiMethods, routes=app.router.routes)
+    app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(SecurityHeaders)
+    return app

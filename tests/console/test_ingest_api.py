@@ -1,0 +1,166 @@
+"""Sensors push batches: applied once per batch id, answered ``duplicate`` on a retry, malformed
+records counted (never a 500), every batch summarised in the audit log; evidence captures upload."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from fieldward.console.models import IngestBatch
+from fieldward.store.models import Alert, AuditLog, Device, Sensor
+
+from .conftest import Console
+
+
+def _devices(demo_folder: Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads((demo_folder / "devices.json").read_text())["devices"]
+    return records
+
+
+def _alerts(demo_folder: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for line in (demo_folder / "alerts.jsonl").read_text().splitlines() if line.strip()
+    ]
+
+
+def _count(console: Console, model: Any) -> int:
+    with console.database.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_a_batch_is_applied_once_and_a_retry_is_a_duplicate(any_console: Console, demo_folder: Path) -> None:
+    console = any_console
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    records = _devices(demo_folder)
+    batch = {"batch_id": str(uuid.uuid4()), "records": records}
+    first = client.post("/api/v1/ingest/devices", json=batch, headers=sensor)
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "applied"
+    assert first.json()["written"] >= len(records)  # devices plus their attributes
+    assert _count(console, Device) == len(records)
+    retry = client.post("/api/v1/ingest/devices", json=batch, headers=sensor)
+    assert retry.status_code == 200
+    assert retry.json() == {
+        "batch_id": batch["batch_id"],
+        "status": "duplicate",
+        "written": 0,
+        "skipped": 0,
+        "weird": {},
+    }
+    # the same records in a new batch are upserted: still one row per device
+    again = client.post(
+        "/api/v1/ingest/devices", json={**batch, "batch_id": str(uuid.uuid4())}, headers=sensor
+    )
+    assert again.json()["status"] == "applied"
+    assert _count(console, Device) == len(records)
+    assert _count(console, IngestBatch) == 2
+    with console.database.session() as session:
+        rows = list(session.scalars(select(AuditLog).where(AuditLog.action == "ingest.batch")))
+        last_seen = session.scalar(select(Sensor.last_seen).where(Sensor.name == "sensor-1"))
+    assert len(rows) == 2
+    assert rows[0].actor == "sensor:sensor-1"
+    assert rows[0].details["kind"] == "devices"
+    assert rows[0].details["records"] == len(records)
+    assert last_seen is not None
+
+
+def test_alerts_reference_devices_and_malformed_records_are_counted(
+    any_console: Console, demo_folder: Path
+) -> None:
+    console = any_console
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    alerts = _alerts(demo_folder)
+    hostile: list[Any] = [
+        "not an object",
+        {"engine": "x"},
+        {"id": "a" * 500, "type": "t", "severity": "high"},
+        {"id": "nul", "type": "t\x00ype", "severity": "low", "engine": "e", "last_ts": "yesterday-ish"},
+    ]
+    response = client.post(
+        "/api/v1/ingest/alerts",
+        json={"batch_id": str(uuid.uuid4()), "records": alerts + hostile},
+        headers=sensor,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["written"] >= len(alerts)  # alerts plus their status events and device stubs
+    assert body["skipped"] == len(hostile)
+    assert sum(body["weird"].values()) >= len(hostile)
+    assert _count(console, Alert) == len(alerts)
+
+
+def test_bad_pushes_are_4xx(console: Console) -> None:
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    good = {"batch_id": str(uuid.uuid4()), "records": []}
+    assert client.post("/api/v1/ingest/flows", json=good, headers=sensor).status_code == 422
+    assert (
+        client.post("/api/v1/ingest/devices", json={**good, "batch_id": "x"}, headers=sensor).status_code
+        == 422
+    )
+    assert (
+        client.post("/api/v1/ingest/devices", json={**good, "records": {}}, headers=sensor).status_code == 422
+    )
+    assert client.post("/api/v1/ingest/devices", json={**good, "extra": 1}, headers=sensor).status_code == 422
+    assert client.post("/api/v1/ingest/devices", content=b"{not json", headers=sensor).status_code == 422
+    assert client.post("/api/v1/ingest/devices", json=good).status_code == 401
+    assert (
+        client.post(
+            "/api/v1/ingest/devices", json=good, headers=console.bearer(console.tokens["admin"])
+        ).status_code
+        == 401
+    )
+    assert (
+        client.post("/api/v1/ingest/devices", json=good, headers=console.bearer("fws_forged")).status_code
+        == 401
+    )
+
+
+def test_evidence_upload_for_the_sensors_own_alert(console: Console, demo_folder: Path) -> None:
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    alerts = _alerts(demo_folder)
+    pushed = client.post(
+        "/api/v1/ingest/alerts", json={"batch_id": str(uuid.uuid4()), "records": alerts}, headers=sensor
+    )
+    assert pushed.status_code == 200
+    with console.database.session() as session:
+        alert_id, key = session.execute(select(Alert.id, Alert.alert_key).order_by(Alert.id)).first() or (
+            0,
+            "",
+        )
+    capture = demo_folder / "evidence" / f"{key}.pcap"
+    data = (
+        capture.read_bytes()
+        if capture.is_file()
+        else next((demo_folder / "evidence").glob("*.pcap")).read_bytes()
+    )
+    headers = {**sensor, "content-type": "application/vnd.tcpdump.pcap"}
+    uploaded = client.post(f"/api/v1/ingest/evidence/{alert_id}", content=data, headers=headers)
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json() == {"alert_id": alert_id, "bytes": len(data)}
+    with console.database.session() as session:
+        stored = session.scalar(select(Alert.evidence_pcap).where(Alert.id == alert_id))
+    assert stored is not None
+    settings = console.app.state.settings
+    assert (settings.evidence_path() / stored).read_bytes() == data
+    assert (
+        client.post(
+            f"/api/v1/ingest/evidence/{alert_id}", content=b"GIF89a" + b"\0" * 40, headers=headers
+        ).status_code
+        == 422
+    )
+    other = console.bearer(console.sensor("sensor-2"))
+    foreign = client.post(
+        f"/api/v1/ingest/evidence/{alert_id}",
+        content=data,
+        headers={**other, "content-type": "application/vnd.tcpdump.pcap"},
+    )
+    assert foreign.status_code == 404
+    assert client.post("/api/v1/ingest/evidence/999999", content=data, headers=headers).status_code == 404
