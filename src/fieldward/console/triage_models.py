@@ -1,0 +1,8 @@
+"""The console's triage tables (they live in :mod:`fieldward.store.console_models`, with every table
+of the store's single migration history); re-exported here for the console's code."""
+
+from __future__ import annotations
+
+from fieldward.store.console_models import RULE_KINDS, AlertRuleRow, ConsoleSetting, SiteRiskSnapshot
+
+__all__ = ["RULE_KINDS", "AlertRuleRow", "ConsoleSetting", "SiteRiskSnapshot"]
