@@ -1296,7 +1296,7 @@ def _push(
     if not quiet:
         _stdout().print(
             f"pushed to {to}: {report.applied} batch(es) applied, {report.duplicates} already there, "
-            f"{report.written:,} records written, {report.pending} pending in the spool, "
+            f"{sum(report.written.values()):,} records written, {report.pending} pending in the spool, "
             f"{len(report.rejected)} rejected",
             markup=False,
         )
