@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from fieldward.store import console_models, models, vulndb
+from fieldward.store import console_models, models, trust_models, vulndb
 from fieldward.store.base import Base
 from fieldward.store.database import MIGRATIONS, Database, DatabaseError, data_dir, default_url
 
@@ -34,6 +34,10 @@ EXPECTED_TABLES = {
     "users",
     "api_tokens",
     "audit_log",
+    "trust_groups",
+    "trust_devices",
+    "trust_enrollment_tokens",
+    "trust_certificates",
 }
 
 
@@ -64,6 +68,7 @@ def test_models_cover_the_console_and_vulnerability_tables() -> None:
     assert {table.name for table in vulndb.TABLES} <= set(Base.metadata.tables)
     assert models.Device.__table__.metadata is Base.metadata
     assert console_models.IngestBatch.__table__.metadata is Base.metadata
+    assert trust_models.TrustCertificate.__table__.metadata is Base.metadata
 
 
 def test_upgrade_builds_exactly_the_models_schema(blank: Database) -> None:

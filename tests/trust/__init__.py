@@ -1,0 +1,1 @@
+"""Tests of the zero-trust device plane (fieldward.trust)."""
