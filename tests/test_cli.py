@@ -205,3 +205,39 @@ def test_user_fingerprint_rules_apply_and_bad_ones_fail_early(analysed: Path, tm
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "bad regular expression" in proc.stderr
+
+
+def test_policy_test_explains_allow_and_deny(tmp_path: Path) -> None:
+    policy = (
+        Path(__file__).resolve().parents[1] / "src" / "fieldward" / "trust" / "data" / "policy.example.yaml"
+    )
+    device = {
+        "device_id": "rtu-7",
+        "group": "plant-north",
+        "device_type": "rtu",
+        "model": "ACME-RTU-200",
+        "firmware": "2.5.0",
+        "attested_at": "2099-01-01T00:00:00Z",
+        "verdict": "healthy",
+        "quarantined": False,
+        "open_alert_severity": None,
+    }
+    allowed = run_cli("policy", "test", str(policy), json.dumps(device), "publish", "devices/rtu-7/state")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "ALLOW" in allowed.stdout.splitlines()[0]
+    other = run_cli("policy", "test", str(policy), json.dumps(device), "publish", "devices/rtu-8/state")
+    assert other.returncode == 1
+    assert "DENY" in other.stdout.splitlines()[0]
+    quarantined = run_cli(
+        "policy",
+        "test",
+        str(policy),
+        json.dumps({**device, "quarantined": True}),
+        "publish",
+        "devices/rtu-7/state",
+    )
+    assert quarantined.returncode == 1
+    assert "quarantine-lockdown" in quarantined.stdout
+    bad = run_cli("policy", "test", str(tmp_path / "absent.yaml"), json.dumps(device), "publish", "x")
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -1325,6 +1325,33 @@ def push(
         _push(folder, to, token_file, ca_file, spool, retry_for, quiet)
 
 
+# ------------------------------------------------------------------- zero trust: policy decisions
+
+policy_app = typer.Typer(
+    help="Least-privilege access policies of the zero-trust device plane.", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("test")
+def policy_test_command(
+    policy: Annotated[Path, typer.Argument(help="Policy file (YAML, docs/trust/policy.md).")],
+    device: Annotated[
+        str, typer.Argument(help="The device: a JSON file or inline JSON (DeviceContext fields).")
+    ],
+    action: Annotated[str, typer.Argument(help="publish, subscribe or connect.")],
+    resource: Annotated[str, typer.Argument(help="MQTT topic (filter) or destination.")],
+) -> None:
+    """Explain the decision the policy takes for a device, an action and a resource (exit 1 when denied)."""
+    from fieldward.trust.policy import policy_test
+
+    with _clear_errors():
+        explanation = policy_test(policy, device, action, resource)
+        _stdout().print(explanation, markup=False)
+        if not explanation.splitlines()[0].strip().lower().endswith("allow"):
+            raise typer.Exit(code=1)
+
+
 def main() -> None:
     app()
 
