@@ -430,3 +430,20 @@ def test_scores_are_bounded_deterministic_and_monotone(findings, configs, alerts
     assert all(r.score <= before[r.device_id] for r in closed)
     plan = remediation_plan(first, DEVICES, findings, configs, alerts, importance)
     assert all(0 <= item.risk_reduction <= before[item.device_id] for item in plan)
+
+
+def test_an_outdated_device_scores_higher_the_longer_it_is_behind() -> None:
+    def scored(update: dict[str, Any] | None) -> Any:
+        record = device("rtu1", "rtu", 1, **({"update": update} if update is not None else {}))
+        return score_devices([record], [], [], [])[0]
+
+    current = scored(None)
+    fresh = {"outdated": True, "days_behind": 3, "running_version": "2.4.0", "newest_version": "2.5.0"}
+    stale = {**fresh, "days_behind": 200}
+    up_to_date = {**fresh, "outdated": False}
+    assert scored(up_to_date).score == current.score
+    assert current.score < scored(fresh).score < scored(stale).score
+    top = scored(stale).contributors[0]
+    assert top.reference == "update:2.5.0"
+    assert "runs 2.4.0, 2.5.0 is released" in top.detail
+    assert scored({**fresh, "days_behind": "junk"}).score == scored({**fresh, "days_behind": 0}).score

@@ -248,6 +248,11 @@ class RiskSettings:
     """CVSS >= 7.0 but adjacent, local or physical (or no vector)."""
     cve_medium: Tier = Tier(0.15, 0.3)
     cve_low: Tier = Tier(0.04, 0.1)
+    update_outdated: Tier = Tier(0.2, 0.35)
+    """The device runs older software than its update channel's newest release (a device record's
+    ``update`` field, as the console fills it from the signed-update service), scaled by how long it
+    has been behind: ``min(1, days_behind / update_full_days)``."""
+    update_full_days: float = 90.0
     checks: Mapping[str, CheckRule] = field(default_factory=lambda: DEFAULT_CHECKS)
     config_by_severity: Mapping[str, Tier] = field(default_factory=lambda: DEFAULT_CONFIG_BY_SEVERITY)
     alerts: Mapping[str, Tier] = field(default_factory=lambda: DEFAULT_ALERTS)
@@ -534,8 +539,36 @@ def _alert_active(alert: Mapping[str, Any], settings: RiskSettings) -> bool:
     return str(alert.get("status") or "new").lower() not in settings.inactive_alert_statuses
 
 
+def _update_items(device: Mapping[str, Any], settings: RiskSettings) -> list[_Item]:
+    """An outdated device (``device["update"]``: ``outdated``, ``days_behind``, ``releases_behind``,
+    ``running_version``, ``newest_version``, as ``fieldward.trust.updates.update_status`` reports)."""
+    update = device.get("update")
+    if not isinstance(update, Mapping) or update.get("outdated") is not True:
+        return []
+    try:
+        days = max(0.0, float(update.get("days_behind") or 0.0))
+    except (TypeError, ValueError):
+        days = 0.0
+    share = min(1.0, days / settings.update_full_days) if settings.update_full_days > 0 else 1.0
+    weight = settings.update_outdated.weight * max(share, 0.25)  # behind at all is a weakness
+    newest = str(update.get("newest_version") or "?")
+    running = str(update.get("running_version") or "?")
+    detail = f"runs {running}, {newest} is released ({days:.0f} days behind)"
+    return [
+        _Item(
+            "exploitability",
+            "update.outdated",
+            settings.update_outdated,
+            weight,
+            detail,
+            f"update:{newest}",
+            "update",
+        )
+    ]
+
+
 def _items(inputs: _DeviceInputs, settings: RiskSettings) -> list[_Item]:
-    items: list[_Item] = []
+    items: list[_Item] = _update_items(inputs.device, settings)
     for finding in inputs.findings:
         items.extend(_finding_items(finding, settings))
     for config in inputs.configs:
