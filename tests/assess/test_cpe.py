@@ -12,8 +12,8 @@ from fieldward.assess.cpe import (
     candidates,
     escape,
     load_cpe_map,
-    split_cpe,
 )
+from fieldward.assess.model import split_cpe
 
 
 def device(**attributes: Any) -> dict[str, Any]:

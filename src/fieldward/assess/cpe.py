@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from fieldward.assess.model import CpeCandidate
+from fieldward.assess.model import CpeCandidate, split_cpe
 from fieldward.assess.versions import parse_version
 
 FACT_CONFIDENCE = 0.85
@@ -93,27 +93,6 @@ def compact(value: str) -> str:
 def format_cpe(part: str, vendor: str, product: str, version: str = "*", update: str = "*") -> str:
     """``cpe:2.3:part:vendor:product:version:update:*:*:*:*:*:*`` (vendor and product already escaped)."""
     return f"cpe:2.3:{part}:{vendor}:{product}:{version}:{update}:*:*:*:*:*:*"
-
-
-def split_cpe(cpe: str) -> list[str]:
-    """The 13 components of a CPE 2.3 formatted string, escapes kept; missing ones are ``*``."""
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in cpe:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts + ["*"] * (13 - len(parts))
 
 
 def cpe_version(text: str) -> str:

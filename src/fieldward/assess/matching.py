@@ -26,7 +26,6 @@ from fieldward.assess.cpe import (
     candidate_vendor_product,
     candidates,
     device_terms,
-    split_cpe,
     tokens,
     unescape,
 )
@@ -44,6 +43,7 @@ from fieldward.assess.model import (
     Remediation,
     Severity,
     Vulnerability,
+    split_cpe,
 )
 from fieldward.assess.versions import (
     VersionSchemes,

@@ -114,20 +114,20 @@ class CpeMatch:
 
     @property
     def vendor(self) -> str:
-        return _cpe_part(self.criteria, 3)
+        return split_cpe(self.criteria)[3]
 
     @property
     def product(self) -> str:
-        return _cpe_part(self.criteria, 4)
+        return split_cpe(self.criteria)[4]
 
     @property
     def version(self) -> str:
-        return _cpe_part(self.criteria, 5)
+        return split_cpe(self.criteria)[5]
 
 
-def _cpe_part(cpe: str, index: int) -> str:
-    """Component ``index`` of a CPE 2.3 formatted string (``cpe:2.3:part:vendor:product:version:...``),
-    honouring backslash-escaped colons."""
+def split_cpe(cpe: str) -> list[str]:
+    """The 13 components of a CPE 2.3 formatted string (``cpe:2.3:part:vendor:product:version:...``),
+    backslash escapes kept (an escaped colon does not split); missing ones are ``*``."""
     parts: list[str] = []
     current: list[str] = []
     escaped = False
@@ -144,7 +144,7 @@ def _cpe_part(cpe: str, index: int) -> str:
         else:
             current.append(char)
     parts.append("".join(current))
-    return parts[index] if index < len(parts) else "*"
+    return parts + ["*"] * (13 - len(parts))
 
 
 @dataclass(frozen=True, slots=True)
