@@ -241,3 +241,21 @@ def test_policy_test_explains_allow_and_deny(tmp_path: Path) -> None:
     bad = run_cli("policy", "test", str(tmp_path / "absent.yaml"), json.dumps(device), "publish", "x")
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_fleet_simulate_reports_the_expected_outcomes() -> None:
+    proc = run_cli(
+        "fleet", "simulate", "--devices", "10", "--tampered", "2", "--expired", "1", "--overreach", "1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["unexpected"] == []
+    assert report["counts"]["compromised"] == 2
+    assert report["counts"]["expired_refused"] == 1
+    assert report["counts"]["overreach_denied"] == 1
+
+
+def test_agent_usage_error_is_exit_2() -> None:
+    proc = run_cli("agent", "enroll")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr

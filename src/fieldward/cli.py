@@ -1352,6 +1352,29 @@ def policy_test_command(
             raise typer.Exit(code=1)
 
 
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def agent(ctx: typer.Context) -> None:
+    """Device agent: enroll, renew, attest, update, report, status (fieldward agent --help)."""
+    from fieldward.trust.agent import agent_main
+
+    raise typer.Exit(code=agent_main(ctx.args))
+
+
+fleet_app = typer.Typer(help="Simulated device fleets for the zero-trust plane.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("simulate", context_settings=_PASS_THROUGH, add_help_option=False)
+def fleet_simulate(ctx: typer.Context) -> None:
+    """Run N simulated devices, some misbehaving, against a trust service (see --help)."""
+    from fieldward.trust.fleet import fleet_main
+
+    raise typer.Exit(code=fleet_main(ctx.args))
+
+
 def main() -> None:
     app()
 
