@@ -302,13 +302,6 @@ def test_console_stopped_mid_stream_every_record_arrives_once(site: Site, demo: 
     assert all(r.kind == "evidence" for r in caught_up.rejected), "only evidence may be refused (see below)"
 
 
-EVIDENCE_XFAIL = (
-    "console: POST /ingest/evidence/{alert_id} takes the console's alert row id, which a sensor cannot "
-    "know; it should take the sensor's own alert id (alerts.jsonl 'id', the alert_key)"
-)
-
-
-@pytest.mark.xfail(reason=EVIDENCE_XFAIL, strict=False)
 def test_evidence_captures_reach_the_console(site: Site, demo: Path, tmp_path: Path) -> None:
     with site.client(tmp_path / "spool", batch_records=1000) as client:
         report = client.push_folder(demo)

@@ -3,14 +3,17 @@
 Start-up (the lifespan) migrates the database to the newest revision and, on a database without
 users, creates the first administrator with a generated password (:func:`bootstrap`); the password
 is kept on ``app.state.first_admin_password`` for ``fieldward serve`` to print once and is never
-logged. Two pure-ASGI middlewares wrap every response: request bodies are capped (413) and security
-headers are set (CSP ``default-src 'self'``, ``frame-ancestors 'none'``, ``nosniff``, no referrer).
+logged. Pure-ASGI middlewares wrap every response: request bodies are capped (413; the feeds upload
+is streamed with its own, larger cap, :func:`feed_limit`), an API path called with a method it does
+not serve answers 405 with ``Allow`` (not the web UI's catch-all), and security headers are set
+(CSP ``default-src 'self'``, ``frame-ancestors 'none'``, ``nosniff``, no referrer).
 The OpenAPI document is served at ``/api/v1/openapi.json``; there is no Swagger page, since it would
 load scripts from a CDN and the console must work air-gapped.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,13 +32,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fieldward import __version__
 from fieldward.console import models as _console_models  # noqa: F401  (registers ingest_batches)
+from fieldward.console.api.deps import CountCache
 from fieldward.console.api.routes import API_PREFIX, api_router
 from fieldward.console.security import LoginLimiter, generate_password, hash_password
 from fieldward.console.settings import ConsoleSettings
 from fieldward.store.database import Database
 from fieldward.store.models import AuditLog, User
 
-__all__ = ["SECURITY_HEADERS", "allowed_methods", "bootstrap", "create_app"]
+__all__ = [
+    "DEFAULT_MAX_FEED_BYTES",
+    "FEEDS_IMPORT_PATH",
+    "SECURITY_HEADERS",
+    "allowed_methods",
+    "bootstrap",
+    "create_app",
+    "feed_limit",
+]
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
@@ -134,6 +146,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
+        if path == FEEDS_IMPORT_PATH:
+            await self._streamed(scope, receive, send, feed_limit(self.settings))
+            return
         ingest = path.startswith(f"{API_PREFIX}/ingest")
         limit = self.settings.max_ingest_bytes if ingest else self.settings.max_request_bytes
         for name, value in scope.get("headers", []):
@@ -170,6 +185,66 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Pass the body through as it arrives (the feeds upload: tens or hundreds of MB, which the
+        multipart parser spools to disk), counting it: above ``limit`` the client gets 413 and the
+        application sees a disconnect, so it stops reading and its own answer is dropped."""
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = limit + 1
+                if declared > limit:
+                    await self._too_large(send, limit)
+                    return
+        size = 0
+        refused = False
+
+        async def counted() -> Message:
+            nonlocal size, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    refused = True
+                    await self._too_large(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not refused:
+                raise
+            # The application failed on the body cut short (e.g. Starlette's ClientDisconnect while
+            # parsing the form); the client already has its 413.
+
+
+FEEDS_IMPORT_PATH = f"{API_PREFIX}/feeds/import"
+"""The one path whose body is streamed and capped by :func:`feed_limit` instead of
+``max_request_bytes``."""
+DEFAULT_MAX_FEED_BYTES = 512 * 1024 * 1024
+"""Request cap of a feeds upload (NVD yearly files are 10-50 MB gzipped, a few hundred MB plain)."""
+
+
+def feed_limit(settings: ConsoleSettings) -> int:
+    """The feeds upload's request cap: ``settings.max_feed_bytes`` when the settings have that field,
+    else ``$FIELDWARD_MAX_FEED_BYTES``, else :data:`DEFAULT_MAX_FEED_BYTES` (512 MiB)."""
+    configured = getattr(settings, "max_feed_bytes", None)
+    if isinstance(configured, int) and configured > 0:
+        return configured
+    text = os.environ.get("FIELDWARD_MAX_FEED_BYTES", "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    return DEFAULT_MAX_FEED_BYTES
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -284,6 +359,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.max_feed_bytes = feed_limit(settings)
+    app.state.count_cache = CountCache()
     app.state.first_admin_password = None
     attempts, window = settings.login_rate
     app.state.login_limiter = LoginLimiter(attempts, window)

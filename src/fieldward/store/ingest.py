@@ -14,7 +14,11 @@ dialects' upserts) on its natural key, a few thousand rows per statement, so:
   never touched;
 - an alert's status changes only when the report is strictly newer: a status the sensor's analyst set
   (acknowledged, closed) is applied, and an alert that fires again after it was closed is reopened;
-  each change (and each new alert) is written to ``alert_events`` by ``sensor:<name>``.
+  each change (and each new alert) is written to ``alert_events`` by ``sensor:<name>`` (on PostgreSQL
+  in the same statement as the upsert: no look-up round trips, no event rows through Python);
+- an alert's ``evidence_pcap`` that names the console's own copy of the capture
+  (``sensor-<sensor id>/alert-<id>.pcap``, written by ``POST /ingest/evidence``) is kept: a newer
+  report carries the sensor's folder-relative path, which means nothing to the console.
 
 A device that a communication, alert or finding names but that was not reported yet gets a stub row
 (its key only), which the device's own record fills in later. Malformed records are counted in the
@@ -42,12 +46,15 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     MetaData,
+    String,
     Table,
     Text,
     and_,
     any_,
     bindparam,
     case,
+    cast,
+    func,
     literal,
     or_,
     select,
@@ -218,6 +225,8 @@ def _bool(value: Any) -> bool | None:
 
 
 def _list(value: Any) -> list[Any]:
+    if type(value) is list:  # the common case, without the ABC checks below
+        return value
     if value is None:
         return []
     if isinstance(value, list | tuple):
@@ -226,6 +235,8 @@ def _list(value: Any) -> list[Any]:
 
 
 def _dict(value: Any) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
     if value is None:
         return {}
     if isinstance(value, Mapping):
@@ -306,6 +317,34 @@ def _earliest(table: Table, excluded: Any, column: str) -> Any:
     return case((or_(stored.is_(None), excluded[column] < stored), excluded[column]), else_=stored)
 
 
+def _assignments(
+    table: Table,
+    excluded: Any,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    *,
+    newest_by: str | None = None,
+    earliest: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    extra: Callable[[Table, Any], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The ``SET`` clause of an upsert (see :func:`_upsert` for the rules)."""
+    newer = _newer(table, excluded, newest_by) if newest_by else None
+    assignments: dict[str, Any] = {}
+    for column in columns:
+        if column in keys or column in keep:
+            continue
+        if column in earliest:
+            assignments[column] = _earliest(table, excluded, column)
+        elif newer is not None:
+            assignments[column] = case((newer, excluded[column]), else_=table.c[column])
+        else:
+            assignments[column] = excluded[column]
+    if extra is not None:
+        assignments.update(extra(table, excluded))
+    return assignments
+
+
 def _upsert(
     connection: Connection,
     table: Table,
@@ -329,20 +368,16 @@ def _upsert(
         return []
     columns = list(rows[0])
     statement = _insert(connection, table)
-    excluded = statement.excluded
-    newer = _newer(table, excluded, newest_by) if newest_by else None
-    assignments: dict[str, Any] = {}
-    for column in columns:
-        if column in keys or column in keep:
-            continue
-        if column in earliest:
-            assignments[column] = _earliest(table, excluded, column)
-        elif newer is not None:
-            assignments[column] = case((newer, excluded[column]), else_=table.c[column])
-        else:
-            assignments[column] = excluded[column]
-    if extra is not None:
-        assignments.update(extra(table, excluded))
+    assignments = _assignments(
+        table,
+        statement.excluded,
+        columns,
+        keys,
+        newest_by=newest_by,
+        earliest=earliest,
+        keep=keep,
+        extra=extra,
+    )
     returned = [table.c[c] for c in (returning or keys[:1])]
     found: list[tuple[Any, ...]] = []
     if connection.dialect.name == "postgresql":
@@ -570,7 +605,6 @@ def _ingest_devices(
         sources[row["device_key"]] = record
     if not rows:
         return
-    stored = _lookup(connection, table, sensor_id, "device_key", rows, "last_seen")
     returned = _upsert(
         connection,
         table,
@@ -578,21 +612,18 @@ def _ingest_devices(
         ("sensor_id", "device_key"),
         newest_by="last_seen",
         earliest=("first_seen",),
-        returning=("device_key", "id"),
+        returning=("device_key", "id", "last_seen"),
     )
     report.written["devices"] += len(rows)
-    devices.ids.update((key, device_id) for key, device_id in returned)
-    # Attributes follow the device's record when it is at least as new as the stored device.
+    devices.ids.update((key, device_id) for key, device_id, _ in returned)
+    # Attributes follow the device's record when it is at least as new as the stored device: then
+    # the upsert took the record's last_seen, which RETURNING shows (no look-up before the upsert).
     attribute_table: Table = DeviceAttribute.__table__  # type: ignore[assignment]
     clean_attribute = _Cleaner(attribute_table, ("name",), report)
     attributes: list[dict[str, Any]] = []
-    for key, row in rows.items():
-        previous = stored.get(key)
-        stored_last = previous[0] if previous is not None else None
-        if stored_last is not None and (row["last_seen"] is None or row["last_seen"] < stored_last):
-            continue
-        device_id = devices.get(key)
-        if device_id is None:
+    for key, device_id, stored_last in returned:
+        row = rows[key]
+        if stored_last != row["last_seen"]:
             continue
         try:
             attributes.extend(clean_attribute(a) for a in _attribute_rows(device_id, sources[key]))
@@ -716,7 +747,8 @@ def _ingest_alerts(
         rows[row["alert_key"]] = row
     if not rows:
         return
-    stored = _lookup(connection, table, sensor_id, "alert_key", rows, "id", "status", "last_ts")
+    now = utcnow()
+    by = f"sensor:{sensor_name}"[:200]
 
     def status_rule(table: Table, excluded: Any) -> dict[str, Any]:
         strictly_newer = _newer(table, excluded, "last_ts", strict=True)
@@ -725,8 +757,29 @@ def _ingest_alerts(
             (and_(strictly_newer, table.c.status == "closed"), literal("new")),
             else_=table.c.status,
         )
-        return {"status": status}
+        # The console's own copy of the evidence capture (written by POST /ingest/evidence) is kept:
+        # a newer report carries the sensor's folder-relative path, which means nothing here.
+        console_copy = (
+            literal("sensor-")
+            + cast(table.c.sensor_id, String)
+            + literal("/alert-")
+            + cast(table.c.id, String)
+            + literal(".pcap")
+        )
+        evidence = case(
+            (table.c.evidence_pcap == console_copy, table.c.evidence_pcap),
+            (_newer(table, excluded, "last_ts"), excluded.evidence_pcap),
+            else_=table.c.evidence_pcap,
+        )
+        return {"status": status, "evidence_pcap": evidence}
 
+    if connection.dialect.name == "postgresql":
+        history = _upsert_alerts_pg(connection, table, list(rows.values()), status_rule, by, now)
+        report.written["alerts"] += len(rows)
+        if history:
+            report.written["alert_events"] += history
+        return
+    stored = _lookup(connection, table, sensor_id, "alert_key", rows, "id", "status", "last_ts")
     _upsert(
         connection,
         table,
@@ -738,8 +791,6 @@ def _ingest_alerts(
     )
     report.written["alerts"] += len(rows)
     # The status history: a new alert, or a status the report changed.
-    now = utcnow()
-    by = f"sensor:{sensor_name}"[:200]
     changes: list[tuple[str, str | None, str]] = []
     for key, row in rows.items():
         previous = stored.get(key)
@@ -766,6 +817,83 @@ def _ingest_alerts(
     ]
     _insert_rows(connection, AlertEvent.__table__, events)  # type: ignore[arg-type]
     report.written["alert_events"] += len(events)
+
+
+def _upsert_alerts_pg(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    status_rule: Callable[[Table, Any], dict[str, Any]],
+    by: str,
+    now: dt.datetime,
+) -> int:
+    """Upsert alerts and write their status history in one statement per batch (PostgreSQL).
+
+    ``WITH prev AS (the stored statuses), up AS (INSERT ... ON CONFLICT DO UPDATE ... RETURNING)
+    INSERT INTO alert_events SELECT ... FROM up LEFT JOIN prev WHERE the status changed``: both CTEs
+    see the snapshot before the statement, so ``prev`` holds the statuses before the upsert; a new
+    alert (no ``prev``) and a changed status each get an event. No look-up round trip, no event rows
+    through Python. Returns the events written.
+    """
+    columns = list(rows[0])
+    events_table: Table = AlertEvent.__table__  # type: ignore[assignment]
+    stage = _Stage(connection, table, columns)
+    written = 0
+    try:
+        for batch in _batches(rows, PG_BATCH):
+            stage.load(batch)
+            staged = stage.table
+            prev = (
+                select(table.c.alert_key, table.c.status)
+                .join(
+                    staged,
+                    and_(table.c.sensor_id == staged.c.sensor_id, table.c.alert_key == staged.c.alert_key),
+                )
+                .cte("prev")
+            )
+            statement = _insert(connection, table)
+            assignments = _assignments(
+                table,
+                statement.excluded,
+                columns,
+                ("sensor_id", "alert_key"),
+                newest_by="last_ts",
+                earliest=("first_ts",),
+                extra=status_rule,
+            )
+            up = (
+                statement.from_select(columns, select(*(staged.c[c] for c in columns)))
+                .on_conflict_do_update(index_elements=["sensor_id", "alert_key"], set_=assignments)
+                .returning(table.c.id, table.c.alert_key, table.c.status)
+                .cte("up")
+            )
+            note = case(
+                (prev.c.status.is_(None), literal("reported by the sensor")),
+                else_=literal("status reported by the sensor"),
+            )
+            changed = (
+                select(
+                    up.c.id,
+                    prev.c.status,
+                    up.c.status,
+                    literal(by, String),
+                    literal(now, events_table.c.at.type),
+                    note,
+                )
+                .select_from(up.outerjoin(prev, prev.c.alert_key == up.c.alert_key))
+                .where(prev.c.status.is_distinct_from(up.c.status))
+            )
+            history = (
+                _insert(connection, events_table)
+                .from_select(["alert_id", "from_status", "to_status", "by", "at", "note"], changed)
+                .returning(events_table.c.id)
+                .cte("history")
+            )
+            counted = select(func.count()).select_from(history).add_cte(prev, up)
+            written += int(connection.execute(counted).scalar_one())
+    finally:
+        stage.drop()
+    return written
 
 
 def _cvss(record: Mapping[str, Any]) -> tuple[float | None, str | None, str | None]:

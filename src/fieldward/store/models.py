@@ -33,6 +33,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    cast,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -185,6 +187,33 @@ class Device(Base):
     )
 
 
+# Indexes of the inventory page (revision 0005). The list sorts descending with NULLS LAST: an index in
+# that order serves "riskiest first" and "seen last first" without sorting every device (on SQLite,
+# where NULLs sort first ascending, the same index is plain ``col DESC, id DESC``). The search
+# (``ILIKE '%text%'`` on IPs, MAC, hostname, model, vendor) is served on PostgreSQL by trigram GIN
+# indexes (pg_trgm): one over the four text columns (on SQLite an empty ``WHERE 0`` index of the same
+# name) and one over ``CAST(ips AS VARCHAR)``, the expression the route filters on (PostgreSQL only:
+# the schema comparison skips expression indexes on SQLite).
+Index("ix_devices_risk_score_desc", Device.risk_score.desc().nulls_last(), Device.id.desc())
+Index("ix_devices_last_seen_desc", Device.last_seen.desc().nulls_last(), Device.id.desc())
+Index(
+    "ix_devices_search_trgm",
+    Device.mac,
+    Device.hostname,
+    Device.model,
+    Device.vendor,
+    postgresql_using="gin",
+    postgresql_ops=dict.fromkeys(("mac", "hostname", "model", "vendor"), "gin_trgm_ops"),
+    sqlite_where=text("0"),
+)
+Index(
+    "ix_devices_ips_trgm",
+    cast(Device.ips, String).label("ips_text"),
+    postgresql_using="gin",
+    postgresql_ops={"ips_text": "gin_trgm_ops"},
+)
+
+
 class DeviceAttribute(Base):
     """One inferred attribute of a device with its confidence, evidence and the values it beat."""
 
@@ -262,6 +291,19 @@ class Alert(Base):
         Index("ix_alerts_engine", "engine"),
         Index("ix_alerts_src_device_id", "src_device_id"),
         Index("ix_alerts_dst_device_id", "dst_device_id"),
+        # The queue's text search q (ILIKE '%text%' on these columns): a trigram GIN index on
+        # PostgreSQL (pg_trgm, revision 0005); on SQLite an empty partial index (WHERE 0) of the same
+        # name, so both schemas equal the models and SQLite ingestion pays nothing for it.
+        Index(
+            "ix_alerts_search_trgm",
+            "title",
+            "type",
+            "src",
+            "dst",
+            postgresql_using="gin",
+            postgresql_ops=dict.fromkeys(("title", "type", "src", "dst"), "gin_trgm_ops"),
+            sqlite_where=text("0"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -12,6 +12,7 @@ Conventions (docs/console/api.md, "Adding a router"):
 - ``CurrentUser`` / ``CurrentSensor``: the authenticated caller, for handlers that need it (audit
   rows, "own" resources). Resolving the caller enforces CSRF for cookie sessions and the ``write``
   scope for bearer tokens on state-changing methods.
+- ``CountCacheDep``: recent totals of large lists (:class:`CountCache`), for the list pages.
 - ``audit(session, actor, action, target, **details)`` adds the audit row of a change (committed
   with it).
 - Errors are ``HTTPException`` with ``{"detail": "..."}``; :func:`errors` documents them in OpenAPI.
@@ -20,12 +21,14 @@ Conventions (docs/console/api.md, "Adding a router"):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from fieldward.console.api.schemas import MAX_LIMIT, ErrorPublic, ValidationErrorPublic
@@ -44,6 +47,8 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_SCOPE",
     "UNSAFE_METHODS",
+    "CountCache",
+    "CountCacheDep",
     "CurrentPrincipal",
     "CurrentSensor",
     "CurrentUser",
@@ -80,7 +85,7 @@ class Paging:
     offset: int
 
 
-def get_paging(
+async def get_paging(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")] = 0,
 ) -> Paging:
@@ -90,18 +95,95 @@ def get_paging(
 PagingDep = Annotated[Paging, Depends(get_paging)]
 
 
-def get_database(request: Request) -> Database:
+# Dependencies that neither block nor touch the database are ``async``: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hop that costs more than these functions themselves.
+
+
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_settings(request: Request) -> ConsoleSettings:
+async def get_settings(request: Request) -> ConsoleSettings:
     settings: ConsoleSettings = request.app.state.settings
     return settings
 
 
-def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    """A session per request; handlers commit their changes explicitly."""
+class CountCache:
+    """Recent totals of list pages, per worker process: ``count(key, compute)``.
+
+    A list's ``total`` is a second statement over every matching row; on a large site that is most of
+    a page's cost (a million alerts, 50 clients). Totals of at least ``minimum`` rows are kept for
+    ``ttl`` seconds: such a total is a figure ("12,345 alerts"), not an exact state, and it is at most
+    ``ttl`` old. Smaller totals are always computed, so a small site (and every test) sees exact
+    figures after each change. Thread-safe (the routes run in FastAPI's thread pool); at most
+    ``size`` keys (the oldest go first).
+    """
+
+    def __init__(self, ttl: float = 10.0, minimum: int = 1000, size: int = 4096) -> None:
+        self.ttl = ttl
+        self.minimum = minimum
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, tuple[float, int]] = {}
+
+    def count(self, key: Hashable, compute: Callable[[], int]) -> int:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        value = compute()
+        with self._lock:
+            if value >= self.minimum and self.ttl > 0:
+                self._entries.pop(key, None)
+                self._entries[key] = (now + self.ttl, value)
+                while len(self._entries) > self.size:
+                    self._entries.pop(next(iter(self._entries)))
+            else:
+                self._entries.pop(key, None)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+async def get_count_cache(request: Request) -> CountCache:
+    """The application's :class:`CountCache` (``app.state.count_cache``; created when absent)."""
+    cache = getattr(request.app.state, "count_cache", None)
+    if not isinstance(cache, CountCache):
+        cache = CountCache()
+        request.app.state.count_cache = cache
+    return cache
+
+
+CountCacheDep = Annotated[CountCache, Depends(get_count_cache)]
+
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _read_engine(request: Request, database: Database) -> Engine:
+    """The database's engine in autocommit mode (``app.state.read_engine``; it shares the pool)."""
+    engine = getattr(request.app.state, "read_engine", None)
+    if not isinstance(engine, Engine) or engine.pool is not database.engine.pool:
+        engine = database.engine.execution_options(isolation_level="AUTOCOMMIT")
+        request.app.state.read_engine = engine
+    return engine
+
+
+def get_session(request: Request, database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """A session per request; handlers commit their changes explicitly.
+
+    On PostgreSQL a ``GET`` runs in autocommit mode: no ``BEGIN`` / ``ROLLBACK`` round trips around
+    statements that only read (each statement sees its own snapshot; the few writes of a ``GET``, a
+    token's ``last_used`` or the day's risk snapshot, commit as they run).
+    """
+    if request.method in READ_METHODS and database.dialect == "postgresql":
+        with Session(bind=_read_engine(request, database), expire_on_commit=False) as session:
+            yield session
+        return
     with database.sessionmaker() as session:
         yield session
 
@@ -197,12 +279,12 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 CurrentUser = CurrentPrincipal
 
 
-def require_role(role: str) -> Callable[[Principal], Principal]:
+def require_role(role: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that lets through users of ``role`` or a higher one (403 otherwise)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.at_least(role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {role} role")
         return principal

@@ -4,8 +4,9 @@ and the sensors' pull of those rules (``GET /api/v1/sensors/me/rules``, :data:`s
 The list is built for a million rows: every filter is a column of one of the ``alerts`` indexes
 (status, severity rank, last timestamp, type, engine, source/destination device), the page is
 ``ORDER BY <whitelisted column>, id LIMIT/OFFSET``, and the total is a separate ``count`` over at most
-:data:`COUNT_CAP` + 1 matching ids (``total_capped`` says it stopped there). The free-text ``q`` is a
-``LIKE`` over title, type and addresses (not indexed: combine it with another filter on large sites).
+:data:`COUNT_CAP` + 1 matching ids (``total_capped`` says it stopped there). The free-text ``q`` is
+an ``ILIKE`` over title, type and addresses (:func:`text_filter`), served on PostgreSQL by a trigram
+GIN index over those columns (revision 0005).
 
 Triage follows ``fieldward alerts`` (``detect/triage.py``): acknowledge (new -> acknowledged), close,
 reopen (-> new); learn and mute record an :class:`~fieldward.detect.knowledge.AlertRule` for the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +33,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from fieldward.console.api.deps import (
+    CountCacheDep,
     CurrentSensor,
     CurrentUser,
     IdPath,
@@ -62,7 +65,7 @@ from fieldward.detect.knowledge import ANY
 from fieldward.detect.triage import behaviours_of
 from fieldward.store.models import SEVERITY_RANK, Alert, AlertComment, AlertEvent
 
-__all__ = ["COUNT_CAP", "PCAP_MEDIA_TYPE", "evidence_file", "router", "sensor_rules_router"]
+__all__ = ["COUNT_CAP", "PCAP_MEDIA_TYPE", "evidence_file", "router", "sensor_rules_router", "text_filter"]
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 sensor_rules_router = APIRouter(prefix="/sensors", tags=["sensors"])
@@ -111,12 +114,69 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def text_filter(text: str) -> ColumnElement[bool]:
+    """The queue's ``q``: ``text`` (``%`` and ``_`` literal) in the title, type, source or destination.
+
+    Four ``ILIKE '%text%'`` on the columns of ``ix_alerts_search_trgm`` (revision 0005): on PostgreSQL
+    a trigram GIN index over the four, so each condition is an index scan and the ``OR`` a BitmapOr;
+    on SQLite a scan. Texts of one or two characters have no trigram and scan on both.
+    """
+    pattern = _like(text)
+    return or_(
+        Alert.title.ilike(pattern, escape="\\"),
+        Alert.type.ilike(pattern, escape="\\"),
+        Alert.src.ilike(pattern, escape="\\"),
+        Alert.dst.ilike(pattern, escape="\\"),
+    )
+
+
 def evidence_file(settings: ConsoleSettings, sensor_id: int, alert_id: int) -> Path:
     """Where ``POST /ingest/evidence/{alert_id}`` keeps an alert's capture (ids only: no traversal)."""
     return settings.evidence_path() / f"sensor-{int(sensor_id)}" / f"alert-{int(alert_id)}.pcap"
 
 
-def _public(alert: Alert, settings: ConsoleSettings) -> dict[str, Any]:
+LIST_COLUMNS = (
+    Alert.id,
+    Alert.sensor_id,
+    Alert.alert_key,
+    Alert.engine,
+    Alert.type,
+    Alert.title,
+    Alert.severity,
+    Alert.status,
+    Alert.count,
+    Alert.first_ts,
+    Alert.last_ts,
+    Alert.src,
+    Alert.dst,
+    Alert.src_device_id,
+    Alert.dst_device_id,
+    Alert.protocol,
+)
+"""What a queue row shows: the list reads these columns only (not the explanation, evidence or
+details a detail page needs)."""
+
+
+class _EvidenceIndex:
+    """``has_evidence`` for the rows of one page: one ``stat`` of each sensor's evidence folder, then
+    one per row only for a sensor that has one (the same paths as :func:`evidence_file`)."""
+
+    def __init__(self, settings: ConsoleSettings) -> None:
+        self.root = os.fspath(settings.evidence_path())
+        self.folders: dict[int, str | None] = {}
+
+    def __call__(self, sensor_id: int, alert_id: int) -> bool:
+        folder = self.folders.get(sensor_id, "")
+        if folder == "":
+            candidate = os.path.join(self.root, f"sensor-{int(sensor_id)}")
+            folder = candidate if os.path.isdir(candidate) else None
+            self.folders[sensor_id] = folder
+        return folder is not None and os.path.isfile(os.path.join(folder, f"alert-{int(alert_id)}.pcap"))
+
+
+def _public(alert: Any, settings: ConsoleSettings, evidence: _EvidenceIndex | None = None) -> dict[str, Any]:
+    """The queue row of an ``Alert`` (or a row of :data:`LIST_COLUMNS`)."""
+    has_evidence = (evidence or _EvidenceIndex(settings))(alert.sensor_id, alert.id)
     return {
         "id": alert.id,
         "sensor_id": alert.sensor_id,
@@ -134,7 +194,7 @@ def _public(alert: Alert, settings: ConsoleSettings) -> dict[str, Any]:
         "src_device_id": alert.src_device_id,
         "dst_device_id": alert.dst_device_id,
         "protocol": alert.protocol,
-        "has_evidence": evidence_file(settings, alert.sensor_id, alert.id).is_file(),
+        "has_evidence": has_evidence,
     }
 
 
@@ -155,6 +215,7 @@ def _get(session: Session, alert_id: int, *, lock: bool = False) -> Alert:
 def list_alerts(
     session: SessionDep,
     settings: SettingsDep,
+    counts: CountCacheDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")] = 0,
     status_: Annotated[
@@ -200,24 +261,20 @@ def list_alerts(
     if until is not None:
         filters.append(Alert.last_ts < _timestamp(until, "until"))
     if q:
-        pattern = _like(q)
-        filters.append(
-            or_(
-                Alert.title.ilike(pattern, escape="\\"),
-                Alert.type.ilike(pattern, escape="\\"),
-                Alert.src.ilike(pattern, escape="\\"),
-                Alert.dst.ilike(pattern, escape="\\"),
-            )
-        )
+        filters.append(text_filter(q))
     matching = select(Alert.id).where(*filters).limit(COUNT_CAP + 1).subquery()
-    counted = int(session.scalar(select(func.count()).select_from(matching)) or 0)
+    key = ("alerts", status_, severity, type_, engine, device_id, sensor_id, since, until, q)
+    counted = counts.count(key, lambda: int(session.scalar(select(func.count()).select_from(matching)) or 0))
     columns = SORTS[sort]
     # The database's own NULL placement (no NULLS LAST): it matches the indexes' scan direction.
     ordering = [c.desc() if order == "desc" else c.asc() for c in columns]
     ordering.append(Alert.id.desc() if order == "desc" else Alert.id.asc())
-    rows = session.scalars(select(Alert).where(*filters).order_by(*ordering).limit(limit).offset(offset))
+    evidence = _EvidenceIndex(settings)
+    rows = session.execute(
+        select(*LIST_COLUMNS).where(*filters).order_by(*ordering).limit(limit).offset(offset)
+    )
     return AlertPage(
-        items=[AlertPublic.model_validate(_public(a, settings)) for a in rows],
+        items=[AlertPublic.model_validate(_public(a, settings, evidence)) for a in rows],
         total=min(counted, COUNT_CAP),
         total_capped=counted > COUNT_CAP,
         limit=limit,

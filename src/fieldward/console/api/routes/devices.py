@@ -1,8 +1,9 @@
 """The inventory (``/api/v1/devices``): list with filters, search, sort and paging; a device's page;
 the analyst's importance.
 
-Every list is two statements: the page (filters, a whitelisted ``ORDER BY`` with ``id`` as tie-break,
-``LIMIT``/``OFFSET``) and ``count(*)`` with the same filters. The detail page is a fixed number of
+Every list is two statements: the page (the table's columns only, filters, a whitelisted ``ORDER BY``
+with ``id`` as tie-break, ``LIMIT``/``OFFSET``) and ``count(*)`` with the same filters; a count of at
+least 1,000 rows is reused for 10 s by the worker (``deps.CountCache``). The detail page is a fixed number of
 indexed look-ups (attributes, edges each way, findings, risk, alerts), never one per row.
 """
 
@@ -15,7 +16,15 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sqlalchemy import ColumnElement, String, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from fieldward.console.api.deps import CurrentUser, IdPath, PagingDep, SessionDep, access, audit
+from fieldward.console.api.deps import (
+    CountCacheDep,
+    CurrentUser,
+    IdPath,
+    PagingDep,
+    SessionDep,
+    access,
+    audit,
+)
 from fieldward.console.api.schemas import NO_NUL, Page
 from fieldward.console.api.schemas.devices import (
     IMPORTANCE_RANK,
@@ -96,7 +105,32 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _public(device: Device) -> dict[str, Any]:
+LIST_COLUMNS = (
+    Device.id,
+    Device.sensor_id,
+    Device.device_key,
+    Device.mac,
+    Device.ips,
+    Device.vendor,
+    Device.model,
+    Device.firmware,
+    Device.hostname,
+    Device.os,
+    Device.device_type,
+    Device.purdue_level,
+    Device.importance,
+    Device.first_seen,
+    Device.last_seen,
+    Device.packets,
+    Device.protocols,
+    Device.risk_score,
+)
+"""What the inventory table shows: the list reads these columns only, not the large JSON ones
+(roles, services, facts, address history) a device page needs."""
+
+
+def _public(device: Any) -> dict[str, Any]:
+    """The list row of a ``Device`` (or a row of :data:`LIST_COLUMNS`)."""
     return {
         "id": device.id,
         "sensor_id": device.sensor_id,
@@ -130,6 +164,7 @@ def _public(device: Device) -> dict[str, Any]:
 def list_devices(
     session: SessionDep,
     paging: PagingDep,
+    counts: CountCacheDep,
     device_type: Annotated[
         str | None, Query(alias="type", max_length=64, pattern=NO_NUL, description="Device type")
     ] = None,
@@ -167,14 +202,17 @@ def list_devices(
     ordering = column.asc() if order == "asc" else column.desc()
     tie = Device.id.asc() if order == "asc" else Device.id.desc()
     statement = (
-        select(Device)
+        select(*LIST_COLUMNS)
         .where(*filters)
         .order_by(ordering.nulls_last(), tie)
         .limit(paging.limit)
         .offset(paging.offset)
     )
-    total = int(session.scalar(select(func.count()).select_from(Device).where(*filters)) or 0)
-    items = [DevicePublic(**_public(row)) for row in session.scalars(statement)]
+    key = ("devices", device_type, vendor, level, sensor, search)
+    total = counts.count(
+        key, lambda: int(session.scalar(select(func.count()).select_from(Device).where(*filters)) or 0)
+    )
+    items = [DevicePublic(**_public(row)) for row in session.execute(statement)]
     return Page[DevicePublic](items=items, total=total, limit=paging.limit, offset=paging.offset)
 
 

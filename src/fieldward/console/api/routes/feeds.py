@@ -8,8 +8,10 @@ the console's own database (the same URL, the same Alembic history) and the coun
 file that is not a feed is reported per file (``error``), the others are imported. Uploaded file
 names are only echoed back (cleaned), never used as paths.
 
-Note: the application's ``BodyLimit`` caps every non-ingest request at ``max_request_bytes`` (1 MiB by
-default) before this route runs; feeds larger than that need that limit raised for ``/api/v1/feeds``.
+The request body is not held in memory: the application's ``BodyLimit`` streams this one path with
+its own cap (``fieldward.console.app.feed_limit``: 512 MiB by default, ``$FIELDWARD_MAX_FEED_BYTES``)
+instead of ``max_request_bytes`` (1 MiB, every other non-ingest path), and the multipart parser
+spools each part to a temporary file.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def import_feeds(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="no files")
     if len(files) > MAX_FEED_FILES:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"at most {MAX_FEED_FILES} files")
+    limit = min(MAX_FEED_BYTES, int(getattr(request.app.state, "max_feed_bytes", MAX_FEED_BYTES)))
     with tempfile.TemporaryDirectory(prefix="fieldward-feeds-") as folder:
         names: dict[str, str] = {}
         for index, upload in enumerate(files):
@@ -102,10 +105,10 @@ def import_feeds(
             with target.open("wb") as out:
                 while chunk := upload.file.read(CHUNK):
                     size += len(chunk)
-                    if size > MAX_FEED_BYTES:
+                    if size > limit:
                         raise HTTPException(
                             status.HTTP_413_CONTENT_TOO_LARGE,
-                            detail=f"feed file larger than {MAX_FEED_BYTES} bytes",
+                            detail=f"feed file larger than {limit} bytes",
                         )
                     out.write(chunk)
             names[str(target)] = _clean_name(upload.filename, index)

@@ -9,23 +9,29 @@ again, which the store's upserts make harmless. Body sizes are capped by the app
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
-from pathlib import Path
-from typing import Annotated, Literal
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Request, status
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Request, status
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from fieldward.console.api.deps import CurrentSensor, IdPath, SessionDep, SettingsDep, access, audit
+from fieldward.console.api.deps import CurrentSensor, SessionDep, SettingsDep, access, audit
+from fieldward.console.api.routes.risk import site_risk
 from fieldward.console.api.schemas.ingest import BatchCreate, BatchPublic, EvidencePublic
 from fieldward.console.models import IngestBatch
 from fieldward.store.database import Database
 from fieldward.store.ingest import IngestError, ingest_records
 from fieldward.store.models import Alert
 
-__all__ = ["router"]
+__all__ = ["AlertRef", "find_sensor_alert", "router"]
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 Kind = Literal["devices", "communications", "alerts", "vulnerabilities", "configurations", "risk"]
@@ -39,6 +45,32 @@ PCAP_MAGICS = (
 """pcap (µs and ns, both byte orders) and pcapng (Section Header Block) magic numbers."""
 
 
+AlertRef = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f/]+$",
+        description="The sensor's own alert id (the ``id`` of alerts.jsonl); a console row id also works",
+    ),
+]
+"""The alert an evidence capture belongs to, as the sensor knows it."""
+
+
+def find_sensor_alert(session: Session, sensor_id: int, reference: str) -> Alert | None:
+    """The sensor's alert named ``reference``: its own alert id (``alert_key``, unique per sensor)
+    first; else, for a decimal number, the console's row id of one of *this* sensor's alerts (what
+    older sensors sent). Another sensor's alert is never found."""
+    alert = session.scalars(
+        select(Alert).where(Alert.sensor_id == sensor_id, Alert.alert_key == reference)
+    ).first()
+    if alert is None and reference.isascii() and reference.isdigit() and len(reference) <= 18:
+        alert = session.get(Alert, int(reference))
+        if alert is not None and alert.sensor_id != sensor_id:
+            alert = None
+    return alert
+
+
 @router.post(
     "/evidence/{alert_id}",
     operation_id="ingest_evidence",
@@ -47,20 +79,32 @@ PCAP_MAGICS = (
     **access("sensor", 404, 413, 422),
 )
 def upload_evidence(
-    alert_id: IdPath,
+    alert_id: AlertRef,
     data: Annotated[bytes, Body(media_type="application/vnd.tcpdump.pcap")],
     sensor: CurrentSensor,
     session: SessionDep,
     settings: SettingsDep,
-) -> EvidencePublic:
-    alert = session.get(Alert, alert_id)
-    if alert is None or alert.sensor_id != sensor.id:
+    batch_id: Annotated[
+        str | None, Header(alias="X-Batch-Id", max_length=64, description="The sensor's spool batch id")
+    ] = None,
+) -> Any:
+    alert = find_sensor_alert(session, sensor.id, alert_id)
+    if alert is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such alert of this sensor")
     if len(data) < 24 or data[:4] not in PCAP_MAGICS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="the body is not a pcap or pcapng file"
         )
-    relative = Path(f"sensor-{sensor.id}") / f"alert-{alert.id}.pcap"
+    # The spool's batch id (X-Batch-Id), when sent, is recorded like a records batch: a retry answers
+    # "duplicate" and the sensor's count of applied batches matches ingest_batches.
+    batch = (batch_id or "").strip()
+    if batch and not batch.isprintable():
+        batch = ""
+    if batch and session.scalar(
+        select(IngestBatch.id).where(IngestBatch.sensor_id == sensor.id, IngestBatch.batch_id == batch)
+    ):
+        return _evidence_answer(alert.id, 0, "duplicate")
+    relative = FilePath(f"sensor-{sensor.id}") / f"alert-{alert.id}.pcap"
     target = settings.evidence_path() / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
@@ -69,12 +113,26 @@ def upload_evidence(
             out.write(data)
         os.replace(temporary, target)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        FilePath(temporary).unlink(missing_ok=True)
         raise
     alert.evidence_pcap = str(relative)
     audit(session, f"sensor:{sensor.name}", "ingest.evidence", f"alert:{alert.id}", bytes=len(data))
-    session.commit()
+    if batch:
+        session.add(IngestBatch(sensor_id=sensor.id, batch_id=batch, kind="evidence", written=1))
+    try:
+        session.commit()
+    except IntegrityError:  # the same upload raced with its retry, which recorded it (same bytes)
+        session.rollback()
+        return _evidence_answer(alert.id, 0, "duplicate")
+    if batch:
+        return _evidence_answer(alert.id, len(data), "applied")
     return EvidencePublic(alert_id=alert.id, bytes=len(data))
+
+
+def _evidence_answer(alert_id: int, size: int, outcome: str) -> Any:
+    """``EvidencePublic`` plus the batch ``status`` the sensor client reads (``applied`` /
+    ``duplicate``), for uploads that carry a batch id."""
+    return JSONResponse({"alert_id": alert_id, "bytes": size, "status": outcome})
 
 
 @router.post(
@@ -118,6 +176,20 @@ def ingest_batch(
     except IntegrityError:  # the same batch applied concurrently by a retry: it is a duplicate
         session.rollback()
         return BatchPublic(batch_id=body.batch_id, status="duplicate")
+    if kind == "risk" and written:
+        _record_risk_trend(session, sensor.id)
     return BatchPublic(
         batch_id=body.batch_id, status="applied", written=written, skipped=skipped, weird=dict(report.weird)
     )
+
+
+def _record_risk_trend(session: Session, sensor_id: int) -> None:
+    """A point of the risk trend per risk batch: the day's site and sensor snapshots
+    (``site_risk_snapshots``). The batch is already committed, so a failure here is logged, not
+    answered: the sensor must not resend a batch that was applied."""
+    try:
+        site_risk(session, None)
+        site_risk(session, sensor_id)
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.warning("risk trend snapshot after a risk batch failed: %s", type(exc).__name__)

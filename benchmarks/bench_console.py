@@ -1,0 +1,563 @@
+"""Console benchmark: the inventory and alert list pages under 50 concurrent clients, and sensor
+ingestion through the HTTP endpoint, on PostgreSQL with 50,000 devices and 1,000,000 alerts.
+
+    python benchmarks/bench_console.py [--url URL] [--devices N] [--alerts N] [--clients N]
+                                       [--seconds S] [--workers N] [--keep]
+
+1. Creates a scratch database (``fieldward_console_bench_<pid>`` on the server of ``--url``, default
+   the local ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), migrates it to head (Alembic),
+   and fills it on the server side (``INSERT ... SELECT FROM generate_series``: seconds, not the
+   minutes a million ``ingest_records`` calls would take) with devices and alerts of plausible shape:
+   8 device types, 7 vendors, Purdue levels, risk scores; 12 alert types of 6 engines, 70 % closed,
+   90 days of ``last_ts``, sources and destinations that are inventory devices. Then ``VACUUM ANALYZE``.
+2. Starts the real console, ``uvicorn fieldward.console.app:create_app --factory --workers 2``, with a
+   viewer API token, and runs a closed-loop load (each client sends its next request as soon as the
+   previous answered, like ``wrk``) of ``--clients`` async httpx clients for ``--seconds`` per page:
+   the inventory (``GET /api/v1/devices``: default page, type filter sorted by risk, level filter
+   sorted by last seen, vendor with an offset, search, deep-ish offset) and the alert queue (``GET
+   /api/v1/alerts``: open, open high+, a type, a device, a time window, text search, sorted by
+   severity). p50/p95/p99 latency and requests/s are printed for each page and in total.
+3. The peer, in the same run: the *same SQL* (captured from the console's engine while the page is
+   served in-process, the second time, so a total the console keeps for 10 s is not counted again)
+   replayed with raw psycopg by the same number of concurrent connections: the database's own
+   floor. The ratio console/floor is what the API layer (HTTP, auth, ORM, validation, JSON) adds.
+4. Ingestion through ``POST /api/v1/ingest/{kind}``: two sensors push devices, communications and
+   alerts concurrently in batches of 5,000 (the sensor client's default), records/s; the peer is
+   :func:`fieldward.store.ingest.ingest_records` in-process on the same volume.
+
+The load generator runs on the same 2-core machine as uvicorn and PostgreSQL, so every figure is
+pessimistic. Targets (issue 7): p95 < 200 ms for both pages, ingestion >= 20,000 records/s.
+A benchmark, never a test. The scratch database is dropped unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from fieldward.console.security import SENSOR_PREFIX, USER_PREFIX, hash_password, new_token
+from fieldward.store.database import Database
+from fieldward.store.ingest import ingest_records
+from fieldward.store.models import ApiToken, Sensor, User
+
+START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+TYPES = ["plc", "hmi", "rtu", "io_module", "engineering_workstation", "historian", "ip_camera", "unknown"]
+VENDORS = ["Siemens", "Rockwell Automation", "Schneider Electric", "Moxa", "Hirschmann", "Axis"]
+ALERT_TYPES = [
+    ("baseline", "baseline.new_communication_pair", "New communication pair"),
+    ("baseline", "baseline.new_device", "New device"),
+    ("baseline", "baseline.new_protocol", "New protocol between devices"),
+    ("operations", "operations.s7_plc_stop", "S7 PLC stop command"),
+    ("operations", "operations.modbus_write", "Modbus write to a controller"),
+    ("operations", "operations.program_download", "Program download to a PLC"),
+    ("protocol", "protocol.malformed_modbus", "Malformed Modbus request"),
+    ("recon", "recon.port_scan", "Port scan"),
+    ("recon", "recon.ics_discovery", "ICS discovery scan"),
+    ("threats", "threats.brute_force", "Brute-force login attempts"),
+    ("threats", "threats.known_malware", "Known IoT malware signature"),
+    ("anomaly", "anomaly.volume", "Unusual traffic volume"),
+]
+SEVERITIES = [("info", 0), ("low", 1), ("medium", 2), ("high", 3), ("critical", 4)]
+
+
+# --- the data set ---------------------------------------------------------------------------------
+
+
+def _sql_array(values: list[str]) -> str:
+    """A PostgreSQL text array literal of fixed benchmark constants (no user input)."""
+    return "ARRAY[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]::text[]"
+
+
+def fill(url: str, sensor_id: int, devices: int, alerts: int) -> None:
+    """Devices and alerts of ``sensor_id``, generated by the server (``generate_series``)."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    ip = "'10.' || (i >> 16 & 255) || '.' || (i >> 8 & 255) || '.' || (i & 255)"
+    device_sql = f"""
+        INSERT INTO devices (sensor_id, device_key, mac, ips, local, router, vendor, model, firmware,
+            hostname, device_type, purdue_level, first_seen, last_seen, packets, protocols, roles,
+            services, vlans, confidence, facts, address_history, risk_score, updated)
+        SELECT %(sensor)s, 'mac:' || m, m, json_build_array({ip}), true, false,
+            CASE WHEN i % 7 = 6 THEN NULL ELSE ({_sql_array(VENDORS)})[1 + i % 7] END,
+            'model-' || (i * 13 % 50), 'V' || (1 + i % 4) || '.' || (i % 10), 'host-' || i,
+            ({_sql_array(TYPES)})[1 + (i * 7) % 8], CASE WHEN i % 6 = 5 THEN NULL ELSE i % 5 END,
+            %(start)s, %(start)s + ((i * 7919) % 864000) * interval '1 second', (i * 7919) % 1000000,
+            '["modbus", "s7comm"]'::json, '[]'::json, '[]'::json, '[0]'::json, '{{}}'::json,
+            '{{}}'::json, '[]'::json, CASE WHEN i % 3 = 0 THEN NULL ELSE (i * 37) % 101 END, now()
+        FROM generate_series(1, %(devices)s) AS i,
+            LATERAL (SELECT regexp_replace(lpad(to_hex(i), 12, '0'), '(..)(?!$)', '\\1:', 'g') AS m) AS mac
+    """
+    engines = _sql_array([a[0] for a in ALERT_TYPES])
+    types = _sql_array([a[1] for a in ALERT_TYPES])
+    titles = _sql_array([a[2] for a in ALERT_TYPES])
+    severities = _sql_array([s[0] for s in SEVERITIES])
+    src_ip = ip.replace("i >>", "s >>").replace("(i &", "(s &")
+    dst_ip = ip.replace("i >>", "d >>").replace("(i &", "(d &")
+    alert_sql = f"""
+        INSERT INTO alerts (sensor_id, alert_key, engine, type, title, description, severity,
+            severity_rank, status, first_ts, last_ts, count, src, dst, src_device_id, dst_device_id,
+            protocol, explanation, recommendation, mitre, evidence, details, evidence_pcap)
+        SELECT %(sensor)s, lpad(to_hex(i), 16, '0'), ({engines})[1 + t], ({types})[1 + t],
+            ({titles})[1 + t], 'generated', ({severities})[1 + r], r,
+            CASE WHEN i % 10 < 7 THEN 'closed' WHEN i % 10 < 9 THEN 'new' ELSE 'acknowledged' END,
+            %(last)s - ((i::bigint * 2654435761) % 7776000) * interval '1 second' - interval '1 hour',
+            %(last)s - ((i::bigint * 2654435761) % 7776000) * interval '1 second',
+            1 + i % 500, {src_ip}, {dst_ip}, %(first_device)s + s - 1, %(first_device)s + d - 1,
+            's7comm', 'explained', 'recommended', '["T0886"]'::json, '[]'::json, '{{}}'::json, NULL
+        FROM generate_series(1, %(alerts)s) AS i,
+            LATERAL (SELECT (i * 31 % 97) % 12 AS t,
+                            CASE WHEN i % 100 < 30 THEN 0 WHEN i % 100 < 55 THEN 1 WHEN i % 100 < 80
+                                 THEN 2 WHEN i % 100 < 95 THEN 3 ELSE 4 END AS r,
+                            1 + (i::bigint * 7919) % %(devices)s AS s,
+                            1 + (i::bigint * 104729) % %(devices)s AS d) AS pick
+    """
+    # psycopg placeholders: a literal modulo operator is written %%.
+    device_sql, alert_sql = device_sql.replace(" % ", " %% "), alert_sql.replace(" % ", " %% ")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(device_sql, {"sensor": sensor_id, "start": START, "devices": devices})
+        first_device = connection.execute(
+            "SELECT min(id) FROM devices WHERE sensor_id = %s", (sensor_id,)
+        ).fetchone()
+        assert first_device is not None
+        connection.execute(
+            alert_sql,
+            {
+                "sensor": sensor_id,
+                "last": START + dt.timedelta(days=100),
+                "alerts": alerts,
+                "devices": devices,
+                "first_device": first_device[0],
+            },
+        )
+        connection.execute("VACUUM ANALYZE devices")
+        connection.execute("VACUUM ANALYZE alerts")
+
+
+# --- the pages ------------------------------------------------------------------------------------
+
+
+def pages(first_device: int, devices: int) -> dict[str, list[str]]:
+    """The request mix of each list page (what an analyst's UI sends)."""
+    device = first_device + devices // 3
+    since = (START + dt.timedelta(days=93)).isoformat().replace("+00:00", "Z")
+    return {
+        "inventory": [
+            "/api/v1/devices?limit=50",
+            "/api/v1/devices?type=plc&sort=risk_score&order=desc&limit=50",
+            "/api/v1/devices?level=1&sort=last_seen&order=desc&limit=50",
+            "/api/v1/devices?vendor=Siemens&sort=hostname&limit=50&offset=100",
+            "/api/v1/devices?search=10.0.17&limit=50",
+            "/api/v1/devices?sort=risk_score&order=desc&limit=100&offset=200",
+        ],
+        "alerts": [
+            "/api/v1/alerts?status=open&limit=50",
+            "/api/v1/alerts?status=open&severity=high%2B&limit=50",
+            "/api/v1/alerts?type=threats.brute_force&limit=50",
+            f"/api/v1/alerts?device_id={device}&limit=50",
+            f"/api/v1/alerts?since={since}&limit=50&offset=50",
+            "/api/v1/alerts?q=10.0.17.&limit=50",
+            "/api/v1/alerts?status=new&sort=severity&limit=50",
+        ],
+    }
+
+
+def capture_sql(url: str, home: Path, paths: list[str], token: str) -> dict[str, list[tuple[str, Any]]]:
+    """The page and count statements the console runs for each path (in-process, once)."""
+    from fastapi.testclient import TestClient
+
+    from fieldward.console.app import create_app
+    from fieldward.console.settings import ConsoleSettings
+
+    app = create_app(ConsoleSettings(database_url=url, data_dir=home, secure_cookies=False, ui=False))
+    captured: dict[str, list[tuple[str, Any]]] = {}
+    current: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if "FROM devices" in statement or "FROM alerts" in statement:
+            current.append((statement, parameters))
+
+    with TestClient(app, base_url="https://testserver") as client:
+        event.listen(app.state.database.engine, "before_cursor_execute", record)
+        for path in paths:
+            for _ in range(2):  # the second time: what a request costs once the total is cached
+                current.clear()
+                response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+                response.raise_for_status()
+            captured[path] = list(current)
+        event.remove(app.state.database.engine, "before_cursor_execute", record)
+    return captured
+
+
+@dataclass
+class Figures:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    def line(self, name: str) -> str:
+        if not self.latencies:
+            return f"  {name:<28} no answer ({self.errors} errors)"
+        ordered = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+        rate = len(ordered) / self.seconds if self.seconds else 0.0
+        return (
+            f"  {name:<28} {len(ordered):>7,} req  {rate:>7.1f} req/s  p50 {pct(0.50):>7.1f} ms  "
+            f"p95 {pct(0.95):>7.1f} ms  p99 {pct(0.99):>7.1f} ms  errors {self.errors}"
+        )
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def http_load(base: str, token: str, paths: list[str], clients: int, seconds: float) -> Figures:
+    """``clients`` closed-loop clients, each on its own keep-alive connection, cycling ``paths``."""
+    figures = Figures()
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def one(index: int) -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as client:
+            n = index
+            while time.perf_counter() < deadline:
+                path = paths[n % len(paths)]
+                n += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                    await response.aread()
+                    if response.status_code != 200:
+                        figures.errors += 1
+                        continue
+                except httpx.HTTPError:
+                    figures.errors += 1
+                    continue
+                figures.latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    figures.seconds = time.perf_counter() - started
+    return figures
+
+
+async def sql_load(
+    dsn: str, statements: list[list[tuple[str, Any]]], clients: int, seconds: float
+) -> Figures:
+    """The same SQL as the pages, replayed by ``clients`` concurrent psycopg connections."""
+    figures = Figures()
+    deadline = time.perf_counter() + seconds
+
+    async def one(index: int) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+            n = index
+            while time.perf_counter() < deadline:
+                page = statements[n % len(statements)]
+                n += 1
+                started = time.perf_counter()
+                for sql, parameters in page:
+                    cursor = await connection.execute(sql, parameters)
+                    await cursor.fetchall()
+                figures.latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    figures.seconds = time.perf_counter() - started
+    return figures
+
+
+# --- ingestion ------------------------------------------------------------------------------------
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _key(prefix: int, index: int) -> str:
+    return "mac:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}".format(prefix, *index.to_bytes(5, "big"))
+
+
+def ingest_records_set(prefix: int, rng: random.Random, counts: dict[str, int]) -> dict[str, list[Any]]:
+    """Records of one sensor in the JSON shapes of the analysis folder."""
+    n = counts["devices"]
+    devices = [
+        {
+            "id": _key(prefix, i),
+            "mac": _key(prefix, i)[4:],
+            "ips": [f"10.{prefix}.{i >> 8 & 255}.{i & 255}"],
+            "vendor": rng.choice(VENDORS),
+            "model": f"model-{rng.randrange(50)}",
+            "hostname": f"s{prefix}-host-{i}",
+            "device_type": rng.choice(TYPES),
+            "purdue_level": rng.choice([0, 1, 2, 3, None]),
+            "first_seen": _iso(START),
+            "last_seen": _iso(START + dt.timedelta(minutes=10, seconds=rng.random())),
+            "packets": rng.randrange(1, 1_000_000),
+            "protocols": ["modbus"],
+            "confidence": {"vendor": 0.9},
+            "attributes": {
+                "vendor": {"value": "Siemens", "confidence": 0.9, "evidence": [], "alternatives": []}
+            },
+        }
+        for i in range(n)
+    ]
+    communications = [
+        {
+            "src_device": _key(prefix, i % n),
+            "dst_device": _key(prefix, (i % n + 1 + i // n) % n),
+            "transport": "tcp",
+            "dst_port": 502,
+            "service": "modbus",
+            "flows": rng.randrange(1, 100),
+            "src_packets": 10,
+            "dst_packets": 10,
+            "src_bytes": 1000,
+            "dst_bytes": 1000,
+            "first_ts": _iso(START),
+            "last_ts": _iso(START + dt.timedelta(minutes=10)),
+        }
+        for i in range(counts["communications"])
+    ]
+    alerts = []
+    for i in range(counts["alerts"]):
+        engine, kind, title = ALERT_TYPES[i % len(ALERT_TYPES)]
+        src, dst = rng.randrange(n), rng.randrange(n)
+        alerts.append(
+            {
+                "id": f"{prefix:02x}{i:014x}",
+                "engine": engine,
+                "type": kind,
+                "title": title,
+                "severity": rng.choice(SEVERITIES)[0],
+                "status": "new",
+                "first_ts": _iso(START),
+                "last_ts": _iso(START + dt.timedelta(minutes=10, seconds=i % 60)),
+                "count": rng.randrange(1, 1000),
+                "src": f"10.{prefix}.{src >> 8 & 255}.{src & 255}",
+                "dst": f"10.{prefix}.{dst >> 8 & 255}.{dst & 255}",
+                "src_device": _key(prefix, src),
+                "dst_device": _key(prefix, dst),
+                "protocol": "s7comm",
+                "explanation": "opened s7comm: never seen while learning",
+                "recommendation": "Check that the client is meant to reach the server.",
+                "mitre": ["T0886"],
+                "evidence": [{"flow_id": i}],
+                "details": {},
+                "evidence_pcap": f"evidence/{i:016x}.pcap",
+            }
+        )
+    return {"devices": devices, "communications": communications, "alerts": alerts}
+
+
+def _bodies(records: dict[str, list[Any]], batch: int) -> Iterator[tuple[str, bytes, int]]:
+    for kind in ("devices", "communications", "alerts"):
+        rows = records[kind]
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            body = orjson.dumps({"batch_id": str(uuid.uuid4()), "records": chunk})
+            yield kind, body, len(chunk)
+
+
+async def http_ingest(
+    base: str, sensors: list[tuple[str, dict[str, list[Any]]]], batch: int
+) -> tuple[int, float]:
+    """Each sensor pushes its records in order (devices, communications, alerts), concurrently."""
+    prepared = [(token, list(_bodies(records, batch))) for token, records in sensors]
+    total = 0
+
+    async def push(token: str, bodies: list[tuple[str, bytes, int]]) -> None:
+        nonlocal total
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=300) as client:
+            for kind, body, count in bodies:
+                response = await client.post(f"/api/v1/ingest/{kind}", content=body)
+                response.raise_for_status()
+                assert response.json()["status"] == "applied", response.text
+                total += count
+
+    started = time.perf_counter()
+    await asyncio.gather(*(push(token, bodies) for token, bodies in prepared))
+    return total, time.perf_counter() - started
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(base: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/v1/openapi.json", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("the console did not start")
+
+
+def _users(db: Database) -> tuple[str, list[str], int]:
+    """A viewer API token, two sensor tokens, and the id of the data set's sensor."""
+    viewer, viewer_hash = new_token(USER_PREFIX)
+    tokens = []
+    with db.session() as session:
+        user = User(username="bench-viewer", password_hash=hash_password("benchmark password"), role="viewer")
+        session.add(user)
+        session.flush()
+        session.add(ApiToken(user_id=user.id, name="bench", token_hash=viewer_hash, scopes=["read"]))
+        plant = Sensor(name="plant")
+        session.add(plant)
+        for name in ("bench-sensor-1", "bench-sensor-2"):
+            secret, digest = new_token(SENSOR_PREFIX)
+            session.add(Sensor(name=name, credential_hash=digest))
+            tokens.append(secret)
+        session.flush()
+        return viewer, tokens, plant.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--devices", type=int, default=50_000)
+    parser.add_argument("--alerts", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ingest-devices", type=int, default=10_000, help="per sensor")
+    parser.add_argument("--ingest-communications", type=int, default=25_000, help="per sensor")
+    parser.add_argument("--ingest-alerts", type=int, default=50_000, help="per sensor")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+
+    base_url = make_url(args.url)
+    name = f"fieldward_console_bench_{os.getpid()}"
+    admin_dsn = base_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = base_url.set(database=name).render_as_string(hide_password=False)
+    dsn = base_url.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    home = Path(tempfile.mkdtemp(prefix="fieldward-console-bench-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        db = Database(url)
+        db.upgrade()
+        viewer, sensor_tokens, plant = _users(db)
+        started = time.perf_counter()
+        fill(url, plant, args.devices, args.alerts)
+        print(
+            f"{db!r}: {args.devices:,} devices, {args.alerts:,} alerts "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        with psycopg.connect(dsn) as connection:
+            row = connection.execute("SELECT min(id) FROM devices").fetchone()
+        assert row is not None
+        mix = pages(int(row[0]), args.devices)
+        captured = capture_sql(url, home, [p for paths in mix.values() for p in paths], viewer)
+
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "FIELDWARD_DATABASE_URL": url, "FIELDWARD_HOME": str(home)}
+        command = [
+            sys.executable, "-m", "uvicorn", "fieldward.console.app:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+            "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        server = subprocess.Popen(command, env=env, start_new_session=True)
+        _wait(base)
+        print(
+            f"uvicorn, {args.workers} workers; {args.clients} closed-loop clients, "
+            f"{args.seconds:.0f} s per page (load generator on the same 2 cores)"
+        )
+        asyncio.run(http_load(base, viewer, mix["inventory"] + mix["alerts"], args.clients, 3))  # warm-up
+        results: dict[str, tuple[Figures, Figures]] = {}
+        for page, paths in mix.items():
+            api = asyncio.run(http_load(base, viewer, paths, args.clients, args.seconds))
+            floor = asyncio.run(sql_load(dsn, [captured[p] for p in paths], args.clients, args.seconds))
+            results[page] = (api, floor)
+            print(api.line(f"{page} (console)"))
+            print(floor.line(f"{page} (same SQL, psycopg)"))
+            print(
+                f"  {page}: p95 {api.p(0.95):.1f} ms (target < 200 ms: "
+                f"{'met' if api.p(0.95) < 200 else 'NOT met'}); console/SQL floor p50 "
+                f"x{api.p(0.5) / floor.p(0.5):.1f}, req/s x{api.rate / floor.rate:.2f}"
+            )
+        print("  per request (console, one client at a time, p50 over 1 s):")
+        for paths in mix.values():
+            for path in paths:
+                solo = asyncio.run(http_load(base, viewer, [path], 1, 1.0))
+                print(f"    {solo.p(0.5):7.1f} ms  {path}")
+
+        counts = {
+            "devices": args.ingest_devices,
+            "communications": args.ingest_communications,
+            "alerts": args.ingest_alerts,
+        }
+        rng = random.Random(7)
+        sets = [(token, ingest_records_set(0x20 + n, rng, counts)) for n, token in enumerate(sensor_tokens)]
+        total, seconds = asyncio.run(http_ingest(base, sets, 5000))
+        http_rate = total / seconds
+        print(
+            f"  ingestion over HTTP, {len(sets)} sensors at once: {total:,} records in {seconds:.1f} s: "
+            f"{http_rate:,.0f} records/s (target >= 20,000: {'met' if http_rate >= 20_000 else 'NOT met'})"
+        )
+        one_set = ingest_records_set(0x40, rng, counts)
+        started = time.perf_counter()
+        written = 0
+        for kind in ("devices", "communications", "alerts"):
+            rows = one_set[kind]
+            for start in range(0, len(rows), 5000):
+                written += ingest_records(db, "bench-in-process", kind, rows[start : start + 5000]).written[
+                    kind
+                ]
+        direct = written / (time.perf_counter() - started)
+        print(
+            f"  peer: ingest_records in-process, one sensor: {written:,} records: {direct:,.0f} records/s; "
+            f"HTTP/in-process x{http_rate / direct:.2f}"
+        )
+        db.dispose()
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+        if not args.keep:
+            with psycopg.connect(admin_dsn, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
