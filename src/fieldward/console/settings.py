@@ -38,6 +38,8 @@ class ConsoleSettings(BaseModel):
     """Largest request body a sensor may push (413 above)."""
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body of every other endpoint (413 above)."""
+    max_feed_bytes: int | None = Field(default=None, ge=1024)
+    """Largest feed upload (streamed to disk); None: ``$FIELDWARD_MAX_FEED_BYTES``, else 512 MiB."""
     evidence_dir: Path | None = None
     """Where pushed evidence captures are kept; None: ``<data_dir>/evidence``."""
     first_admin: str = "admin"

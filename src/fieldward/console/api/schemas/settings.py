@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from fieldward.console.api.schemas import InputModel, OutputModel
 
@@ -63,9 +63,17 @@ class ForwardingUpdate(InputModel):
     )
 
     enabled: bool = Field(default=False, strict=True)
-    target: str | None = Field(default=None, max_length=300, pattern=TARGET_PATTERN)
+    target: str | None = Field(default=None, max_length=300, json_schema_extra={"pattern": TARGET_PATTERN})
+    """The pattern is stated in the JSON schema; the validator below says what is wrong in words."""
     format: Literal["cef", "syslog"] = "cef"
     min_severity: Literal["info", "low", "medium", "high", "critical"] = "medium"
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(TARGET_PATTERN, value):
+            raise ValueError("the target must be udp://, tcp:// or tls://host:port (port 1-65535)")
+        return value
 
 
 class SettingsUpdate(InputModel):
