@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from fieldward.console.app import create_app
 from fieldward.console.security import USER_PREFIX, hash_password, new_token
@@ -63,6 +64,23 @@ def _pcap(context: Any, value: Any) -> dict[str, Any]:
     return {"data": data}
 
 
+@schemathesis.serializer("application/vnd.apache.parquet")
+def _parquet(context: Any, value: Any) -> dict[str, Any]:
+    """Columnar pushes are raw Parquet bytes (no serializer for that media type either)."""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+    return {"data": data}
+
+
+MULTIPART = {"feeds_import", "uploads_create"}
+"""File uploads: a fuzzed ``null`` or ``false`` file part is sent as the text "null", which is a
+valid (if useless) file, so the negative-data check cannot hold there; the routes' own tests cover
+bad files."""
+
+
+def _excluded(case: Any) -> list[Any]:
+    return [negative_data_rejection] if case.operation.definition.raw.get("operationId") in MULTIPART else []
+
+
 # The document of an app on a throw-away in-memory database; the cases run against ``fuzzed.app``.
 schema = schemathesis.openapi.from_dict(create_app(ConsoleSettings(database_url="sqlite://")).openapi())
 # FIELDWARD_FUZZ_ONLY=<regex of operation ids> narrows the run while debugging one router.
@@ -73,10 +91,14 @@ if os.environ.get("FIELDWARD_FUZZ_ONLY"):
 @schema.exclude(operation_id=DESTRUCTIVE).parametrize()
 @EXAMPLES
 def test_the_api_keeps_its_documented_promises(case: Any, fuzzed: Console) -> None:
-    case.call_and_validate(app=fuzzed.app, headers=fuzzed.bearer(fuzzed.tokens["admin"]))
+    case.call_and_validate(
+        app=fuzzed.app, headers=fuzzed.bearer(fuzzed.tokens["admin"]), excluded_checks=_excluded(case)
+    )
 
 
 @schema.include(operation_id=DESTRUCTIVE).parametrize()
 @EXAMPLES
 def test_destructive_operations_keep_their_promises(case: Any, fuzzed: Console) -> None:
-    case.call_and_validate(app=fuzzed.app, headers=fuzzed.bearer(fresh_admin(fuzzed)))
+    case.call_and_validate(
+        app=fuzzed.app, headers=fuzzed.bearer(fresh_admin(fuzzed)), excluded_checks=_excluded(case)
+    )

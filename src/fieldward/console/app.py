@@ -34,6 +34,8 @@ from fieldward import __version__
 from fieldward.console import models as _console_models  # noqa: F401  (registers ingest_batches)
 from fieldward.console.api.deps import CountCache
 from fieldward.console.api.routes import API_PREFIX, api_router
+from fieldward.console.api.routes.uploads import UPLOADS_PATH, upload_limit
+from fieldward.console.jobs import RetentionJob, shared_store, upload_jobs
 from fieldward.console.security import LoginLimiter, generate_password, hash_password
 from fieldward.console.settings import ConsoleSettings
 from fieldward.store.database import Database
@@ -148,6 +150,9 @@ class BodyLimit:
         path = str(scope.get("path", ""))
         if path == FEEDS_IMPORT_PATH:
             await self._streamed(scope, receive, send, feed_limit(self.settings))
+            return
+        if path == UPLOADS_PATH:
+            await self._streamed(scope, receive, send, upload_limit(self.settings))
             return
         ingest = path.startswith(f"{API_PREFIX}/ingest")
         limit = self.settings.max_ingest_bytes if ingest else self.settings.max_request_bytes
@@ -343,9 +348,14 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.first_admin_password = bootstrap(database, settings)
+        retention = RetentionJob(settings, database.sessionmaker, store=shared_store(app))
+        retention.start()
         try:
             yield
         finally:
+            retention.stop()
+            upload_jobs(app).shutdown()
+            shared_store(app).close()
             database.dispose()
 
     app = FastAPI(

@@ -1,9 +1,10 @@
 """Sensor side of the console protocol: spool an analysis to disk in batches, push them, catch up.
 
 A sensor (``fieldward analyze --to URL``) turns an analysis folder into batches of records of one kind
-(``store.ingest.KINDS``) plus the alerts' evidence captures, and sends them to
-``POST /api/v1/ingest/{kind}`` / ``POST /api/v1/ingest/evidence/{alert_id}`` with its own bearer token
-(``fws_...``). Delivery is at least once, and exactly once in the store:
+(``store.ingest.KINDS``) plus the alerts' evidence captures, then its flows and protocol events as
+Parquet batches, and sends them to ``POST /api/v1/ingest/{kind}``,
+``POST /api/v1/ingest/evidence/{alert_id}`` and ``POST /api/v1/ingest/columnar/{flows|events/<log>}``
+with its own bearer token (``fws_...``). Delivery is at least once, and exactly once in the store:
 
 - every batch is first written to the spool directory as one file (temp file, fsync, rename), and
   deleted only after the console acknowledged it (``applied`` or ``duplicate``);
@@ -30,6 +31,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import ssl
 import time
 import uuid
@@ -43,6 +45,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fieldward.errors import FieldWardError
 from fieldward.store.ingest import FILES, KINDS, OPTIONAL
@@ -68,6 +72,10 @@ MAGIC: Final = b"FWSPOOL1\n"
 EVIDENCE: Final = "evidence"
 """Kind of a spooled evidence capture (sent to ``/ingest/evidence/{alert_id}``)."""
 PCAP_TYPE: Final = "application/vnd.tcpdump.pcap"
+PARQUET_TYPE: Final = "application/vnd.apache.parquet"
+COLUMNAR: Final = ("flows", "events")
+"""Kinds of spooled Parquet batches (``flows.parquet``, ``events/<log>.parquet``), sent last."""
+_LOG_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
 SENSOR_PREFIX: Final = "fws_"
 BATCH_NAMESPACE: Final = uuid.UUID("6d1f0b9e-4a43-5f3c-9a57-1f1e1d7a0c2b")
 """Namespace of the content-derived batch ids (uuid5)."""
@@ -75,7 +83,7 @@ TRANSIENT_STATUS: Final = frozenset({408, 425, 429})
 """4xx answers that mean "try again later" (every 5xx does too)."""
 AUTH_STATUS: Final = frozenset({401, 403})
 """Answers about the credential, not the batch: the batch stays pending and the push stops."""
-_ENCODINGS: Final = ("json", "json+zstd", "pcap")
+_ENCODINGS: Final = ("json", "json+zstd", "pcap", "parquet")
 
 
 class SensorError(FieldWardError):
@@ -138,6 +146,8 @@ class PushReport:
 
     spooled: Counter[str] = field(default_factory=Counter)
     """Records written to the spool, by kind (``evidence``: captures)."""
+    columnar: Counter[str] = field(default_factory=Counter)
+    """Rows of Parquet batches written to the spool (``flows``, ``events``); not in ``spooled``."""
     batches_spooled: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -196,8 +206,10 @@ class SpoolEntry:
     kind: str
     records: int
     payload: bytes
-    """JSON array of records, or the raw pcap of an evidence entry."""
+    """JSON array of records, the raw pcap of an evidence entry, or a Parquet file (flows, events)."""
     alert_id: str | None = None
+    log: str | None = None
+    """The event log of an ``events`` batch."""
 
 
 class Spool:
@@ -262,6 +274,7 @@ class Spool:
         payload: bytes,
         *,
         alert_id: str | None = None,
+        log: str | None = None,
         seq: int | None = None,
         replacing: bool = False,
     ) -> Path:
@@ -272,6 +285,8 @@ class Spool:
         """
         if kind == EVIDENCE:
             encoding, body = "pcap", payload
+        elif kind in COLUMNAR:
+            encoding, body = "parquet", payload  # compressed by its own codec (zstd)
         elif self.compress:
             encoding, body = "json+zstd", _zstd(payload)
         else:
@@ -288,6 +303,8 @@ class Spool:
         }
         if alert_id is not None:
             header["alert_id"] = alert_id
+        if log is not None:
+            header["log"] = log
         data = MAGIC + orjson.dumps(header) + b"\n" + body
         used = self.used_bytes()
         if not replacing and used + len(data) > self.max_bytes:
@@ -334,15 +351,25 @@ class Spool:
             raise SpoolCorruptError(f"{path.name} has a damaged header") from None
         if len(body) != stored or hashlib.sha256(body).hexdigest() != digest:
             raise SpoolCorruptError(f"{path.name} is truncated or damaged (checksum mismatch)")
-        if encoding not in _ENCODINGS or (kind not in KINDS and kind != EVIDENCE):
+        if encoding not in _ENCODINGS or (kind not in KINDS and kind != EVIDENCE and kind not in COLUMNAR):
             raise SpoolCorruptError(f"{path.name}: unknown kind {kind!r} or encoding {encoding!r}")
         if encoding == "json+zstd":
             try:
                 body = _unzstd(body, length)
             except (OSError, ValueError) as exc:
                 raise SpoolCorruptError(f"{path.name}: cannot decompress ({exc})") from None
-        alert_id = header.get("alert_id")
-        return SpoolEntry(path, batch_id, kind, records, body, str(alert_id) if alert_id else None)
+        alert_id, log = header.get("alert_id"), header.get("log")
+        if kind == "events" and not (isinstance(log, str) and _LOG_NAME.fullmatch(log)):
+            raise SpoolCorruptError(f"{path.name}: an events batch without a valid log name")
+        return SpoolEntry(
+            path,
+            batch_id,
+            kind,
+            records,
+            body,
+            str(alert_id) if alert_id else None,
+            log if kind == "events" else None,
+        )
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -661,6 +688,15 @@ class _Batch:
     kind: str
     records: list[bytes]
     alert_id: str | None = None
+    log: str | None = None
+    rows: int = 0
+    """Rows of a Parquet batch (``records`` then holds the one file)."""
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
 
 
 class SensorClient:
@@ -688,6 +724,8 @@ class SensorClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 60.0,
         allow_plain_http: bool = False,
+        columnar: bool = True,
+        columnar_rows: int = 100_000,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -699,8 +737,12 @@ class SensorClient:
         if batch_records < 1 or batch_bytes < 1024:
             raise SensorError("batch_records must be >= 1 and batch_bytes >= 1024")
         self.url = _check_url(url, allow_plain_http)
+        if columnar_rows < 1:
+            raise SensorError("columnar_rows must be >= 1")
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
+        self.columnar = columnar
+        self.columnar_rows = columnar_rows
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._sleep = sleep
@@ -767,11 +809,55 @@ class SensorClient:
 
     def _spool_chunk(self, batch: _Batch, report: PushReport) -> None:
         records = batch.records
+        if batch.kind in COLUMNAR:
+            payload = records[0]
+            batch_id = batch_id_for(batch.kind, payload, batch.log)
+            self.spool.write(batch.kind, batch_id, batch.rows, payload, log=batch.log)
+            report.batches_spooled += 1
+            report.columnar[batch.kind] += batch.rows
+            return
         payload = records[0] if batch.kind == EVIDENCE else b"[" + b",".join(records) + b"]"
         batch_id = batch_id_for(batch.kind, payload, batch.alert_id)
         self.spool.write(batch.kind, batch_id, len(batch.records), payload, alert_id=batch.alert_id)
         report.batches_spooled += 1
         report.spooled[batch.kind] += len(batch.records)
+
+    def _table_batches(self, kind: str, log: str | None, table: pa.Table) -> Iterator[_Batch]:
+        """``table`` as Parquet batches of at most ``columnar_rows`` rows and about ``batch_bytes``,
+        and at most half the spool's cap (a slice over the size is halved until it fits or is one
+        row), so a batch always fits in the spool next to another."""
+        limit = min(self.batch_bytes, self.spool.max_bytes // 2)
+        for start in range(0, table.num_rows, self.columnar_rows):
+            pieces = [table.slice(start, self.columnar_rows)]
+            while pieces:
+                piece = pieces.pop(0)
+                data = _parquet_bytes(piece)
+                if len(data) > limit and piece.num_rows > 1:
+                    middle = piece.num_rows // 2
+                    pieces[:0] = [piece.slice(0, middle), piece.slice(middle)]
+                    continue
+                yield _Batch(kind, [data], log=log, rows=piece.num_rows)
+
+    def _columnar_batches(self, folder: Path) -> Iterator[_Batch]:
+        """``flows.parquet`` and ``events/<log>.parquet``, one row group at a time, cut into batches."""
+        sources: list[tuple[str, str | None, Path]] = []
+        if (folder / "flows.parquet").is_file():
+            sources.append(("flows", None, folder / "flows.parquet"))
+        events = folder / "events"
+        if events.is_dir():
+            for path in sorted(events.glob("*.parquet")):
+                if _LOG_NAME.fullmatch(path.stem):
+                    sources.append(("events", path.stem, path))
+                else:
+                    log.warning("skipping %s: not an event log name", path.name)
+        for kind, name, path in sources:
+            try:
+                reader = pq.ParquetFile(path)
+                groups = range(reader.num_row_groups)
+                for group in groups:
+                    yield from self._table_batches(kind, name, reader.read_row_group(group))
+            except (OSError, pa.ArrowException) as exc:
+                raise SensorError(f"cannot read {path}: {exc}") from None
 
     def _folder_batches(self, folder: Path) -> Iterator[_Batch]:
         """The folder's batches, kinds in ingestion order, then the evidence captures."""
@@ -794,6 +880,8 @@ class SensorClient:
                     yield _Batch(EVIDENCE, [pcap.read_bytes()], alert_id)
                 except OSError as exc:
                     raise SensorError(f"cannot read {pcap}: {exc.strerror or exc}") from None
+        if self.columnar:
+            yield from self._columnar_batches(folder)
 
     # --- pushing ---
 
@@ -914,6 +1002,13 @@ class SensorClient:
                     content=entry.payload,
                     headers={"Content-Type": PCAP_TYPE, "X-Batch-Id": entry.batch_id},
                 )
+            elif entry.kind in COLUMNAR:
+                endpoint = "flows" if entry.kind == "flows" else f"events/{entry.log}"
+                response = self._http.post(
+                    f"/api/v1/ingest/columnar/{endpoint}",
+                    content=entry.payload,
+                    headers={"Content-Type": PARQUET_TYPE, "X-Batch-Id": entry.batch_id},
+                )
             else:
                 body = b'{"batch_id":' + orjson.dumps(entry.batch_id) + b',"records":' + entry.payload + b"}"
                 response = self._http.post(
@@ -978,6 +1073,8 @@ class SensorClient:
 
     def _split(self, entry: SpoolEntry) -> BatchResult:
         """A batch over the console's body limit (413) becomes two spooled halves (new ids), then goes."""
+        if entry.kind in COLUMNAR:
+            return self._split_table(entry)
         records = orjson.loads(entry.payload)
         if not isinstance(records, list):  # pragma: no cover - the payload is always the list we wrote
             raise SpoolCorruptError(f"{entry.path.name} does not hold a record list")
@@ -987,6 +1084,24 @@ class SensorClient:
             payload = orjson.dumps(half)
             batch_id = batch_id_for(entry.kind, payload)
             self.spool.write(entry.kind, batch_id, len(half), payload, seq=seq, replacing=True)
+        self.spool.remove(entry.path)
+        log.info("the console found %s batch %s too large: split in two", entry.kind, entry.batch_id)
+        return BatchResult(entry.batch_id, entry.kind, entry.records, "split")
+
+    def _split_table(self, entry: SpoolEntry) -> BatchResult:
+        """A Parquet batch over the console's body limit: two spooled halves (new ids), then goes."""
+        try:
+            table = pq.read_table(pa.BufferReader(entry.payload))
+        except (OSError, pa.ArrowException) as exc:
+            raise SpoolCorruptError(f"{entry.path.name}: unreadable Parquet ({exc})") from None
+        middle = table.num_rows // 2
+        seq = self.spool.seq_of(entry.path)
+        for half in (table.slice(0, middle), table.slice(middle)):
+            payload = _parquet_bytes(half)
+            batch_id = batch_id_for(entry.kind, payload, entry.log)
+            self.spool.write(
+                entry.kind, batch_id, half.num_rows, payload, log=entry.log, seq=seq, replacing=True
+            )
         self.spool.remove(entry.path)
         log.info("the console found %s batch %s too large: split in two", entry.kind, entry.batch_id)
         return BatchResult(entry.batch_id, entry.kind, entry.records, "split")

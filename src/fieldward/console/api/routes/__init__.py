@@ -13,6 +13,7 @@ from fieldward.console.api.routes import (
     alerts,
     audit,
     auth,
+    columnar,
     devices,
     feeds,
     ingest,
@@ -22,6 +23,7 @@ from fieldward.console.api.routes import (
     sensors,
     settings,
     tokens,
+    uploads,
     users,
     vulnerabilities,
 )
@@ -45,6 +47,8 @@ ROUTERS: list[APIRouter] = [
     feeds.router,
     reports.router,
     settings.router,
+    columnar.router,
+    uploads.router,
 ]
 """The mounted routers, in the order of the OpenAPI document."""
 

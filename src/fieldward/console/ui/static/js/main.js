@@ -15,6 +15,7 @@ import { alertsPage } from "./pages/alerts.js";
 import { vulnsPage } from "./pages/vulns.js";
 import { sensorsPage } from "./pages/sensors.js";
 import { settingsPage } from "./pages/settings.js";
+import { uploadPage } from "./pages/upload.js";
 
 const app = document.getElementById("app");
 let pendingPath = null;
@@ -27,6 +28,7 @@ const NAV = [
   ["/alerts", "Alerts", "alerts"],
   ["/vulnerabilities", "Vulnerabilities & risk", "vulns"],
   ["/sensors", "Sensors", "sensors"],
+  ["/upload", "Upload", "upload"],
   ["/settings", "Settings", "settings"],
 ];
 
@@ -39,6 +41,7 @@ route("/alerts", alertsPage);
 route("/alerts/:id", alertsPage);
 route("/vulnerabilities", vulnsPage);
 route("/sensors", sensorsPage);
+route("/upload", uploadPage);
 route("/settings", settingsPage);
 
 async function logout() {
@@ -85,7 +88,7 @@ async function onRoute(m, query) {
     }));
     return;
   }
-  const key = { "/": "dashboard", "/map": "map", "/sensors": "sensors", "/settings": "settings", "/vulnerabilities": "vulns" }[m.route.pattern]
+  const key = { "/": "dashboard", "/map": "map", "/sensors": "sensors", "/settings": "settings", "/vulnerabilities": "vulns", "/upload": "upload" }[m.route.pattern]
     ?? (m.route.pattern.startsWith("/devices") ? "inventory" : m.route.pattern.startsWith("/alerts") ? "alerts" : null);
   const content = h("div", { class: "page" });
   replace(app, shell(key, content));

@@ -1,0 +1,364 @@
+"""Background work of the console: columnar retention and the analysis of uploaded captures.
+
+- :func:`columnar_root` / :func:`shared_store`: where the console keeps flows and protocol events
+  (``<data_dir>/columnar``, :class:`~fieldward.store.columnar.ColumnarStore`) and the one store object
+  of an application (``app.state.columnar_store``; its writer lock serialises ingestion and retention).
+- :func:`apply_retention` reads ``retention_days`` from the console settings table
+  (:func:`~fieldward.console.api.routes.settings.read_settings`) and removes the day partitions older
+  than that; :class:`RetentionJob` runs it periodically in a daemon thread (``start()``/``stop()``),
+  started by ``create_app``'s lifespan.
+- :class:`UploadJobs`: captures uploaded through ``POST /api/v1/uploads`` are analysed one at a time
+  by a worker thread: ``fieldward analyze`` (``fieldward.pipeline.analyze`` and the assessment) in a
+  child process, then :func:`~fieldward.store.ingest.ingest_folder` into the console's database and
+  the flows/events into the columnar store. Job states live in memory: a restart forgets them (the
+  data already ingested stays).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import orjson
+from sqlalchemy.orm import Session
+
+from fieldward.console.settings import ConsoleSettings
+from fieldward.errors import FieldWardError
+from fieldward.store.columnar import ColumnarStore, RetentionReport
+from fieldward.store.database import Database
+from fieldward.store.ingest import ingest_folder
+
+__all__ = [
+    "DEFAULT_RETENTION_INTERVAL",
+    "RetentionJob",
+    "UploadJob",
+    "UploadJobs",
+    "apply_retention",
+    "columnar_root",
+    "shared_store",
+    "upload_jobs",
+    "uploads_root",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_INTERVAL = 3600.0
+"""Seconds between two retention runs."""
+
+_STATE_LOCK = threading.Lock()
+GZIP_MAGIC = b"\x1f\x8b"
+CAPTURE_MAGICS = frozenset(
+    {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a"}
+)
+"""pcap (µs, ns; both byte orders) and pcapng magic numbers; gzip is sniffed by the reader."""
+
+
+class _HasState(Protocol):
+    state: Any
+
+
+def columnar_root(settings: ConsoleSettings) -> Path:
+    """The columnar store's directory: ``settings.columnar_dir`` when the settings have that field,
+    else ``<data_dir>/columnar`` (``ConsoleSettings.home()``: the data directory or its default)."""
+    configured = getattr(settings, "columnar_dir", None)
+    if isinstance(configured, Path | str) and str(configured):
+        return Path(configured)
+    return settings.home() / "columnar"
+
+
+def uploads_root(settings: ConsoleSettings) -> Path:
+    """Where uploaded captures and their analyses are kept while a job runs (``<data_dir>/uploads``)."""
+    return settings.home() / "uploads"
+
+
+def shared_store(app: _HasState) -> ColumnarStore:
+    """The application's :class:`ColumnarStore` (created on first use, kept on ``app.state``)."""
+    with _STATE_LOCK:
+        store = getattr(app.state, "columnar_store", None)
+        if not isinstance(store, ColumnarStore):
+            store = ColumnarStore(columnar_root(app.state.settings))
+            app.state.columnar_store = store
+        return store
+
+
+def apply_retention(
+    settings: ConsoleSettings,
+    session_factory: Callable[[], Session],
+    now: dt.datetime | None = None,
+    *,
+    store: ColumnarStore | None = None,
+) -> RetentionReport:
+    """Remove the columnar day partitions older than the console's ``retention_days`` setting.
+
+    ``store``: the application's shared store (so removal and ingestion share its writer lock);
+    default: a store on :func:`columnar_root`.
+    """
+    # Imported here: the routes package imports this module (the columnar and upload routers).
+    from fieldward.console.api.routes.settings import read_settings
+
+    with session_factory() as session:
+        days = read_settings(session).retention_days
+    target = store if store is not None else ColumnarStore(columnar_root(settings))
+    # The setting can change at any time: the store takes the current value for this run.
+    target.retention_days = days
+    report = target.apply_retention(now)
+    if report.removed:
+        log.info(
+            "retention (%d days): removed %d day partitions older than %s",
+            days,
+            len(report.removed),
+            report.keep_from,
+        )
+    return report
+
+
+class RetentionJob:
+    """Runs :func:`apply_retention` now and then every ``interval`` seconds in a daemon thread."""
+
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        session_factory: Callable[[], Session],
+        *,
+        store: ColumnarStore | None = None,
+        interval: float = DEFAULT_RETENTION_INTERVAL,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.settings = settings
+        self.session_factory = session_factory
+        self.store = store
+        self.interval = interval
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.runs = 0
+        self.last_report: RetentionReport | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> RetentionReport | None:
+        """One retention pass; a failure is logged and kept in ``last_error`` (the job goes on)."""
+        try:
+            report = apply_retention(self.settings, self.session_factory, self.clock(), store=self.store)
+        except Exception as exc:  # a database outage or a disk error must not end the thread
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("columnar retention failed: %s", self.last_error)
+            return None
+        self.runs += 1
+        self.last_report = report
+        self.last_error = None
+        return report
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fieldward-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+# ------------------------------------------------------------------------------------ uploads
+
+UploadStatus = Literal["queued", "running", "done", "failed"]
+
+
+@dataclass
+class UploadJob:
+    """One uploaded capture and what became of it."""
+
+    id: str
+    filename: str
+    sensor: str
+    size: int
+    created_by: str
+    path: Path
+    status: UploadStatus = "queued"
+    created: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+class UploadJobs:
+    """Analyses uploaded captures one at a time in a worker thread (the machine's cores are few)."""
+
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        database: Database,
+        store: ColumnarStore,
+        *,
+        keep: int = 200,
+        timeout: float = 3600.0,
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.database = database
+        self.store = store
+        self.keep = keep
+        self._jobs: dict[str, UploadJob] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[UploadJob | None] = queue.Queue()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._closed = False
+        # A daemon thread: a console stopping with uploads queued does not wait for them.
+        self._worker = threading.Thread(target=self._work, name="fieldward-upload", daemon=True)
+        self._worker.start()
+
+    def new_path(self) -> tuple[str, Path]:
+        """A fresh job id and the path its capture is written to (the reader recognises the format,
+        and gzip, from the content: the name does not matter)."""
+        job_id = uuid.uuid4().hex
+        folder = uploads_root(self.settings) / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return job_id, folder / "capture"
+
+    def submit(self, job: UploadJob) -> UploadJob:
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.status in ("done", "failed")]
+            for old in finished[: max(0, len(self._jobs) - self.keep)]:
+                self._jobs.pop(old.id, None)
+        self._queue.put(job)
+        return job
+
+    def get(self, job_id: str) -> UploadJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; kill a running analysis (its job ends ``failed``)."""
+        self._closed = True
+        self._queue.put(None)
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if self._closed:
+                job.status, job.error = "failed", "the console stopped before the analysis"
+                continue
+            self._run(job)
+
+    def _run(self, job: UploadJob) -> None:
+        job.status = "running"
+        job.started = dt.datetime.now(dt.UTC)
+        try:
+            job.counts = self._analyse(job)
+            job.status = "done"
+        except FieldWardError as exc:
+            job.error = _user_text(job, str(exc) or type(exc).__name__)
+            job.status = "failed"
+        except Exception as exc:
+            log.warning("upload %s failed", job.id, exc_info=True)
+            job.error = _user_text(job, f"analysis failed ({type(exc).__name__}: {exc})")
+            job.status = "failed"
+        finally:
+            job.finished = dt.datetime.now(dt.UTC)
+            shutil.rmtree(job.path.parent, ignore_errors=True)
+
+    def _analyse(self, job: UploadJob) -> dict[str, int]:
+        with job.path.open("rb") as handle:
+            head = handle.read(4)
+        if head[:2] != GZIP_MAGIC and head not in CAPTURE_MAGICS:
+            # What the capture reader would say, without starting a process for it.
+            magic = f"0x{head.hex()}" if head else "empty file"
+            raise FieldWardError(f"{job.filename}: not a pcap or pcapng capture (magic {magic})")
+        out = job.path.parent / "analysis"
+        self._run_analysis(job, out)
+        summary = (
+            orjson.loads((out / "summary.json").read_bytes()) if (out / "summary.json").is_file() else {}
+        )
+        packets = int(summary.get("packets") or 0)
+        if packets == 0:
+            raise FieldWardError(f"{job.filename} holds no packets")
+        report = ingest_folder(self.database, out, job.sensor)
+        counts = {str(kind): int(n) for kind, n in report.written.items()}
+        counts["packets"] = packets
+        counts["flows"] = int(summary.get("flows") or 0)
+        if (out / "flows.parquet").is_file() or (out / "events").is_dir():
+            added = self.store.add_folder(out, job.sensor)
+            counts["columnar_rows"] = added.total_rows
+        return counts
+
+    def _run_analysis(self, job: UploadJob, out: Path) -> None:
+        """``fieldward analyze CAPTURE --out OUT`` (analysis, then the assessment against the feeds in
+        the console's database) in a child process: a hostile or huge capture cannot take the API
+        process down with it, the GIL is not shared, and a run past ``timeout`` is killed. The
+        database URL goes through the environment, never the command line (``ps`` shows that)."""
+        command = [
+            sys.executable,
+            "-m",
+            "fieldward.cli",
+            "analyze",
+            str(job.path),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        environment = dict(os.environ)
+        environment["FIELDWARD_DATABASE_URL"] = self.database.engine.url.render_as_string(hide_password=False)
+        with subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=environment,
+            cwd=job.path.parent,
+        ) as process:
+            self._process = process
+            try:
+                _, stderr = process.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise FieldWardError(
+                    f"the analysis of {job.filename} took longer than {self.timeout:.0f} s"
+                ) from None
+            finally:
+                self._process = None
+        if process.returncode != 0:
+            text = stderr.decode("utf-8", "replace")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"the analysis ended with exit code {process.returncode}"
+            raise FieldWardError(reason.removeprefix("fieldward: error: "))
+
+
+def _user_text(job: UploadJob, text: str) -> str:
+    """An error about the job's file, naming it as the user knows it, never by the server's path."""
+    return text.replace(str(job.path), job.filename).replace(str(job.path.parent), "uploads")[:2000]
+
+
+def upload_jobs(app: _HasState) -> UploadJobs:
+    """The application's :class:`UploadJobs` (created on first use, kept on ``app.state``)."""
+    store = shared_store(app)
+    with _STATE_LOCK:
+        jobs = getattr(app.state, "upload_jobs", None)
+        if not isinstance(jobs, UploadJobs):
+            jobs = UploadJobs(app.state.settings, app.state.database, store)
+            app.state.upload_jobs = jobs
+        return jobs
