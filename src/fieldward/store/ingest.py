@@ -507,6 +507,25 @@ class _Devices:
             self.report.weird["devices.stub_created"] += len(stubs)
             self.ids.update({k: v[0] for k, v in self._find(set(absent)).items()})
 
+    def attach(
+        self,
+        parsed: Sequence[tuple[str, dict[str, Any]]],
+        kind: str,
+        natural_key: Callable[[dict[str, Any]], Any],
+    ) -> dict[Any, dict[str, Any]]:
+        """Rows of (device key, row) pairs with their ``device_id`` set, the last row per
+        ``natural_key(row)`` kept; a row whose device cannot be resolved is counted skipped."""
+        self.resolve(key for key, _ in parsed)
+        rows: dict[Any, dict[str, Any]] = {}
+        for key, row in parsed:
+            device_id = self.get(key)
+            if device_id is None:
+                self.report.skipped[kind] += 1
+                continue
+            row["device_id"] = device_id
+            rows[natural_key(row)] = row
+        return rows
+
     def _find(self, keys: set[str]) -> dict[str, tuple[Any, ...]]:
         return _lookup(self.connection, self.table, self.sensor_id, "device_key", keys, "id")
 
@@ -944,15 +963,7 @@ def _ingest_vulnerabilities(
         except _RecordError as reason:
             report.skipped["vulnerabilities"] += 1
             report.weird[f"vulnerabilities.{reason}"] += 1
-    devices.resolve(key for key, _ in parsed)
-    rows: dict[tuple[int, Any], dict[str, Any]] = {}
-    for key, row in parsed:
-        device_id = devices.get(key)
-        if device_id is None:
-            report.skipped["vulnerabilities"] += 1
-            continue
-        row["device_id"] = device_id
-        rows[(device_id, row["vulnerability_id"])] = row
+    rows = devices.attach(parsed, "vulnerabilities", lambda row: (row["device_id"], row["vulnerability_id"]))
     _upsert(connection, table, list(rows.values()), ("device_id", "vulnerability_id"), keep=("first_seen",))
     report.written["vulnerabilities"] += len(rows)
 
@@ -993,15 +1004,7 @@ def _ingest_configurations(
         except _RecordError as reason:
             report.skipped["configurations"] += 1
             report.weird[f"configurations.{reason}"] += 1
-    devices.resolve(key for key, _ in parsed)
-    rows: dict[tuple[int, Any], dict[str, Any]] = {}
-    for key, row in parsed:
-        device_id = devices.get(key)
-        if device_id is None:
-            report.skipped["configurations"] += 1
-            continue
-        row["device_id"] = device_id
-        rows[(device_id, row["finding_key"])] = row
+    rows = devices.attach(parsed, "configurations", lambda row: (row["device_id"], row["finding_key"]))
     _upsert(
         connection,
         table,
@@ -1040,15 +1043,7 @@ def _ingest_risk(
         except _RecordError as reason:
             report.skipped["risk"] += 1
             report.weird[f"risk.{reason}"] += 1
-    devices.resolve(key for key, _ in parsed)
-    rows: dict[int, dict[str, Any]] = {}
-    for key, row in parsed:
-        device_id = devices.get(key)
-        if device_id is None:
-            report.skipped["risk"] += 1
-            continue
-        row["device_id"] = device_id
-        rows[device_id] = row
+    rows = devices.attach(parsed, "risk", lambda row: row["device_id"])
     _upsert(connection, table, list(rows.values()), ("device_id",))
     device_table: Table = Device.__table__  # type: ignore[assignment]
     statement = (
