@@ -978,14 +978,17 @@ def _bind(rule: Rule, action: str, context: DeviceContext) -> _Bound:
     return _Bound(rule, frozenset(literal), tuple(wildcard), tuple(filters), tuple(unsafe))
 
 
-def _allow_hit(
+def _hit(
     bound: _Bound,
     action: str,
     resource: str,
     levels: list[str] | None,
     destination: tuple[str, int] | None,
+    subscription: Callable[[Sequence[str], Sequence[str]], bool],
+    subscription_words: str,
 ) -> str | None:
-    """What in an allow rule grants the request, or None."""
+    """What in a bound rule's ``what`` matches the request, or None; a subscription is matched by
+    ``subscription(rule_filter, requested_filter)`` (an allow must cover it, a deny only overlap)."""
     if action == "publish":
         assert levels is not None
         if resource in bound.literal:
@@ -997,14 +1000,25 @@ def _allow_hit(
     if action == "subscribe":
         assert levels is not None
         for filter_levels in bound.filters:
-            if filter_covers(filter_levels, levels):
-                return f"filter within {'/'.join(filter_levels)}"
+            if subscription(filter_levels, levels):
+                return f"filter {subscription_words} {'/'.join(filter_levels)}"
         return None
     assert destination is not None
     for pattern in bound.rule.connect:
         if pattern.matches(*destination):
             return f"destination matches {pattern.text}"
     return None
+
+
+def _allow_hit(
+    bound: _Bound,
+    action: str,
+    resource: str,
+    levels: list[str] | None,
+    destination: tuple[str, int] | None,
+) -> str | None:
+    """What in an allow rule grants the request, or None."""
+    return _hit(bound, action, resource, levels, destination, filter_covers, "within")
 
 
 def _deny_hit(
@@ -1015,30 +1029,11 @@ def _deny_hit(
     destination: tuple[str, int] | None,
 ) -> str | None:
     """What in a deny rule covers the request, or None."""
-    rule = bound.rule
-    if rule.any_what:
+    if bound.rule.any_what:
         return f"every {action}"
     if bound.unsafe:
         return f"device identity cannot fill {bound.unsafe[0]!r} safely"
-    if action == "publish":
-        assert levels is not None
-        if resource in bound.literal:
-            return f"topic {resource}"
-        for filter_levels in bound.wildcard:
-            if filter_matches(filter_levels, levels):
-                return f"topic matches {'/'.join(filter_levels)}"
-        return None
-    if action == "subscribe":
-        assert levels is not None
-        for filter_levels in bound.filters:
-            if filters_overlap(filter_levels, levels):
-                return f"filter overlaps {'/'.join(filter_levels)}"
-        return None
-    assert destination is not None
-    for pattern in rule.connect:
-        if pattern.matches(*destination):
-            return f"destination matches {pattern.text}"
-    return None
+    return _hit(bound, action, resource, levels, destination, filters_overlap, "overlaps")
 
 
 # ---------------------------------------------------------------------- the naive baseline
