@@ -638,6 +638,23 @@ class _Hits:
             details or [],
         )
 
+    @classmethod
+    def of_events(
+        cls,
+        check: str,
+        mask: Mask,
+        table: pa.Table,
+        device: I64,
+        port: I64,
+        peer: I64,
+        severity: npt.NDArray[np.int8] | None = None,
+        detail: I64 | None = None,
+        details: list[str] | None = None,
+    ) -> _Hits:
+        """:meth:`make` for rows of an event table: the evidence is its ``ts`` and ``flow_id``."""
+        ts, flow = _ints(table["ts"]), _ints(table["flow_id"])
+        return cls.make(check, mask, device, port, peer, ts, flow, severity, detail, details)
+
 
 def _levels(mask_high: Mask, low: Severity, high: Severity) -> npt.NDArray[np.int8]:
     return np.where(mask_high, RANK[high], RANK[low]).astype(np.int8)
@@ -809,14 +826,13 @@ def _http_admin(inputs: _Inputs) -> list[_Hits]:
         "the web server of an embedded device",
     ]
     return [
-        _Hits.make(
+        _Hits.of_events(
             "cleartext.http_admin",
             mask,
+            http,
             server,
             port,
             client,
-            _ints(http["ts"]),
-            _ints(http["flow_id"]),
             severity=_levels(basic, Severity.MEDIUM, Severity.HIGH),
             detail=_pick([basic, challenged, admin, embedded], http.num_rows),
             details=details,
@@ -843,14 +859,13 @@ def _snmp(inputs: _Inputs) -> list[_Hits]:
     port = np.where(answer, sender_p, receiver_p)
     default = _bools(snmp["default_community"])
     return [
-        _Hits.make(
+        _Hits.of_events(
             "cleartext.snmp",
             community,
+            snmp,
             agent,
             port,
             manager,
-            _ints(snmp["ts"]),
-            _ints(snmp["flow_id"]),
             severity=_levels(default, Severity.MEDIUM, Severity.HIGH),
             detail=_pick([default, version == 0, version == 1], snmp.num_rows),
             details=["a default community (public/private)", "SNMPv1", "SNMPv2c"],
@@ -870,14 +885,13 @@ def _mqtt_no_auth(inputs: _Inputs) -> list[_Hits]:
     accepted = answered & (_ints(connect["return_code"], 0) == 0)
     mask = anonymous & (accepted | ~answered)
     return [
-        _Hits.make(
+        _Hits.of_events(
             "cleartext.mqtt_no_auth",
             mask,
+            connect,
             broker,
             broker_p,
             client,
-            _ints(connect["ts"]),
-            _ints(connect["flow_id"]),
             detail=np.where(accepted, 0, 1),
             details=["the broker accepted the connection", "no CONNACK seen"],
         )
@@ -914,14 +928,13 @@ def _default_accounts(inputs: _Inputs) -> list[_Hits]:
         out.extend(_default_users(inputs, ftp, "ftp", "user", outcome, server, server_p, client))
         anonymous = (outcome == ACCEPTED) & _is_in(pc.utf8_lower(ftp["user"]), {"anonymous", "ftp"})
         out.append(
-            _Hits.make(
+            _Hits.of_events(
                 "credentials.anonymous_ftp",
                 anonymous,
+                ftp,
                 server,
                 server_p,
                 client,
-                _ints(ftp["ts"]),
-                _ints(ftp["flow_id"]),
             )
         )
     http = inputs.table("http", [*base, "status_code", "default_credential"])
@@ -985,14 +998,13 @@ def _default_pairs(
         verdict = "accepted" if ok else "not answered"
         names = ", ".join(str(label_values[label]).split(","))
         details.append(f"{who} with a default password ({names}), {verdict}")
-    return _Hits.make(
+    return _Hits.of_events(
         "credentials.default_account",
         mask,
+        table,
         server,
         port,
         client,
-        _ints(table["ts"]),
-        _ints(table["flow_id"]),
         severity=_levels(accepted, Severity.HIGH, Severity.CRITICAL),
         detail=detail,
         details=details,
@@ -1045,14 +1057,13 @@ def _default_users(
     for code, owner in high:
         raised |= mask & (codes == code) & (owners == owner)
     return [
-        _Hits.make(
+        _Hits.of_events(
             "credentials.default_user",
             mask,
+            table,
             server,
             port,
             client,
-            _ints(table["ts"]),
-            _ints(table["flow_id"]),
             severity=_levels(raised, Severity.MEDIUM, Severity.HIGH),
             detail=detail,
             details=details,
@@ -1072,14 +1083,13 @@ def _tls(inputs: _Inputs) -> list[_Hits]:
         broken = old & (version < 0x0301)
         names = hello["version_name"].combine_chunks().dictionary_encode()
         out.append(
-            _Hits.make(
+            _Hits.of_events(
                 "tls.old_protocol",
                 old,
+                hello,
                 server,
                 server_p,
                 client,
-                _ints(hello["ts"]),
-                _ints(hello["flow_id"]),
                 severity=_levels(broken, Severity.MEDIUM, Severity.HIGH),
                 detail=_ints(names.indices),
                 details=[str(v) for v in names.dictionary.to_pylist()],
@@ -1174,14 +1184,13 @@ def _remote_access(inputs: _Inputs) -> list[_Hits]:
         no_auth = _bools(rfb["no_auth"])
         offered = _list_has(rfb["security_types"], 1)
         out.append(
-            _Hits.make(
+            _Hits.of_events(
                 "remote.vnc_no_auth",
                 no_auth | offered,
+                rfb,
                 server,
                 server_p,
                 client,
-                _ints(rfb["ts"]),
-                _ints(rfb["flow_id"]),
                 severity=_levels(no_auth, Severity.HIGH, Severity.CRITICAL),
                 detail=np.where(no_auth, 0, 1),
                 details=["a session opened with security type None", "security type None offered"],
@@ -1195,14 +1204,13 @@ def _remote_access(inputs: _Inputs) -> list[_Hits]:
         mask = _bools(pc.is_valid(selected)) & ~_bools(rdp["nla"])
         names = pc.fill_null(selected, "").combine_chunks().dictionary_encode()
         out.append(
-            _Hits.make(
+            _Hits.of_events(
                 "remote.rdp_no_nla",
                 mask,
+                rdp,
                 server,
                 server_p,
                 client,
-                _ints(rdp["ts"]),
-                _ints(rdp["flow_id"]),
                 severity=_levels(standard, Severity.MEDIUM, Severity.HIGH),
                 detail=_ints(names.indices),
                 details=[_rdp_label(str(v)) for v in names.dictionary.to_pylist()],
