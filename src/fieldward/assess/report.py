@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fieldward.assess.model import ConfigFinding, DeviceRisk, Finding, Priority, RemediationItem, SiteRisk
-from fieldward.assess.risk import PRIORITY_ORDER, SEVERITY_RANK, device_label
+from fieldward.assess.risk import PRIORITY_ORDER, SEVERITY_RANK, RiskSettings, device_label
 from fieldward.errors import FieldWardError
 
 __all__ = ["ReportError", "ReportFormat", "build_context", "render_html", "render_report"]
@@ -46,7 +46,8 @@ SEVERITY_COLOURS = {
 }
 PRIORITY_COLOURS = {"now": "#8e1b1b", "next": "#d9480f", "later": "#4a7fb5"}
 RISK_BANDS = ((80, "critical"), (60, "high"), (40, "medium"), (20, "low"), (0, "minimal"))
-INACTIVE_ALERTS = frozenset({"closed", "learned", "muted", "resolved", "false_positive", "suppressed"})
+INACTIVE_ALERTS = RiskSettings().inactive_alert_statuses
+"""The statuses the risk model no longer counts: the report counts the same alerts as open."""
 TOP_DEVICES = 10
 MAX_ALERT_ROWS = 25
 
