@@ -212,8 +212,9 @@ def test_failure_reports_are_aggregated(
     assert refused.value.status == 422
     by_signature = {a.signature: a for a in service.failures.aggregates()}
     aggregate = by_signature[first["signature"]]
-    assert (aggregate.model, aggregate.count, aggregate.devices) == (
+    assert (aggregate.model, aggregate.count, aggregate.devices, set(aggregate.device_ids)) == (
         SIM_MODEL,
+        2,
         2,
         {"agent-crash-1", "agent-crash-2"},
     )

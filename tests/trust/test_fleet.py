@@ -15,6 +15,7 @@ from fieldward.trust.fleet import (
     plan_fleet,
     simulate,
 )
+from fieldward.trust.fleet_broker import BrokerTarget, broker_available, local_broker, sync_from_service
 from fieldward.trust.service import RunningServer, TrustService, serve_tls
 
 
@@ -85,3 +86,41 @@ def test_fleet_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert '"compromised": 1' in out
     assert '"expired_refused": 1' in out
     assert '"unexpected": []' in out
+
+
+def test_the_fleet_publishes_through_a_real_mosquitto(
+    server: RunningServer, service: TrustService, tmp_path: Path
+) -> None:
+    missing = broker_available()
+    if missing is not None:
+        pytest.skip(missing)
+    with local_broker(service, tmp_path / "broker") as broker:
+        target = BrokerTarget(
+            broker.host, broker.tls_port, broker.ca_file, sync_from_service(service, broker)
+        )
+        report = simulate(
+            server.url,
+            8,
+            provisioner=ServiceProvisioner(service),
+            misbehaving={"tampered": 2, "expired": 1, "overreach": 2},
+            server_ca=server.ca_file,
+            workers=4,
+            prefix="mqtt",
+            broker=target,
+        )
+        with broker.admin() as admin:
+            managed = {c.username for c in admin.state().clients.values()}
+    assert report.unexpected == [], report.to_dict()
+    assert report.telemetry_via.startswith("Mosquitto mqtts://127.0.0.1:")
+    counts = report.counts
+    # healthy and overreaching devices publish their own telemetry; tampered and expired ones cannot
+    assert (counts["mqtt_own_accepted"], counts["mqtt_own_refused"]) == (5, 3)
+    assert counts["mqtt_overreach_refused"] == 2
+    assert "mqtt_overreach_accepted" not in counts
+    by_behaviour = {o.device_id: o.behaviour for o in report.outcomes}
+    assert managed >= {d for d, b in by_behaviour.items() if b in ("healthy", "overreach")}
+    assert not managed & {d for d, b in by_behaviour.items() if b in ("tampered", "expired")}
+    steps = {o.behaviour: o.steps[-1] for o in report.outcomes}
+    assert "Not authorized" in steps["tampered"]
+    assert "Not authorized" in steps["overreach"]
+    assert "refused" in steps["expired"]

@@ -10,13 +10,33 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldward.store.database import data_dir as default_data_dir
 from fieldward.store.database import default_url
 
-__all__ = ["ConsoleSettings"]
+__all__ = ["TRUST_ENV", "ConsoleSettings"]
+
+TRUST_ENV: dict[str, str] = {
+    "FIELDWARD_TRUST": "trust",
+    "FIELDWARD_TRUST_PASSPHRASE_FILE": "trust_passphrase_file",
+    "FIELDWARD_TRUST_POLICY": "trust_policy_file",
+    "FIELDWARD_TRUST_REFERENCE_VALUES": "trust_reference_values_file",
+    "FIELDWARD_TRUST_QUARANTINE": "trust_quarantine_file",
+    "FIELDWARD_TRUST_MANUFACTURERS": "trust_manufacturers_file",
+    "FIELDWARD_TRUST_PUBLIC_URL": "trust_public_url",
+    "FIELDWARD_TRUST_BROKER_HOST": "trust_broker_host",
+    "FIELDWARD_TRUST_BROKER_PORT": "trust_broker_port",
+    "FIELDWARD_TRUST_BROKER_PASSWORD_FILE": "trust_broker_password_file",
+}
+"""Environment variables read by :meth:`ConsoleSettings.from_env` for the device plane
+(``FIELDWARD_TRUST=1`` turns it on)."""
+
+
+def _trust_env() -> dict[str, object]:
+    return {field: os.environ[name] for name, field in TRUST_ENV.items() if os.environ.get(name)}
 
 
 class ConsoleSettings(BaseModel):
@@ -49,10 +69,40 @@ class ConsoleSettings(BaseModel):
     token_touch_seconds: float = 60.0
     """``last_used`` of a token is written at most this often (avoids a write per request)."""
 
+    # -- the zero-trust device plane (docs/trust/console.md) ------------------------------------------
+    trust: bool = False
+    """Mount the device plane (EST, attestation, policy decisions, updates, quarantine) and serve
+    client certificates; off by default: it needs a CA passphrase and opens device endpoints."""
+    trust_passphrase_file: Path | None = None
+    """The CA (and TUF) key passphrase; None: ``$FIELDWARD_CA_PASSPHRASE``."""
+    trust_policy_file: Path | None = None
+    """Access policy (YAML, docs/trust/policy.md); None: every decision is deny."""
+    trust_reference_values_file: Path | None = None
+    """Attestation reference values (YAML); None: every verdict is ``unknown`` (no renewal)."""
+    trust_quarantine_file: Path | None = None
+    """Automatic quarantine rules (YAML, docs/trust/enforcement.md); None: alerts never quarantine."""
+    trust_manufacturers_file: Path | None = None
+    """IDevID manufacturers (YAML: name, CA PEM file, enrollment group); None: token enrollment only."""
+    trust_public_url: str | None = None
+    """The console's URL as devices reach it; puts CRL and OCSP addresses in issued certificates."""
+    trust_device_validity_hours: int = Field(default=24, ge=1, le=24 * 398)
+    """Lifetime of device certificates (renewed daily by the agent)."""
+    trust_quarantine_ends: tuple[Literal["src", "dst"], ...] = ("src", "dst")
+    """Which end of an alert (its source and/or destination device) the response considers."""
+    trust_broker_host: str | None = None
+    """Mosquitto's dynamic-security admin listener (quarantine disables the device there); None: none."""
+    trust_broker_port: int = Field(default=1883, ge=1, le=65535)
+    trust_broker_password_file: Path | None = None
+    """Password of the broker's dynamic-security admin user."""
+    trust_broker_sync_seconds: float = Field(default=60.0, gt=0)
+    """How often the broker's clients and ACLs are made equal to the policy (and on every release)."""
+
     @classmethod
     def from_env(cls, **overrides: object) -> ConsoleSettings:
-        """Settings from ``FIELDWARD_DATABASE_URL`` / ``FIELDWARD_HOME`` plus explicit overrides."""
+        """Settings from ``FIELDWARD_DATABASE_URL`` / ``FIELDWARD_HOME`` and the ``FIELDWARD_TRUST*``
+        variables (:data:`TRUST_ENV`) plus explicit overrides."""
         values: dict[str, object] = {"database_url": os.environ.get("FIELDWARD_DATABASE_URL") or None}
+        values.update(_trust_env())
         values.update(overrides)
         return cls.model_validate(values)
 

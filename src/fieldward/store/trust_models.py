@@ -15,13 +15,29 @@ Table names start with ``trust_`` so they never collide with the sensor's ``devi
   conditional UPDATE that checks it, so a token is spent at most once even under concurrency.
 - ``trust_certificates``: every certificate issued (serial as lowercase hex, not-after, profile,
   SHA-256 fingerprint) and, once revoked, when and why: the source of the CRL and OCSP answers.
+
+Revision ``0006`` adds the state the trust service used to keep in memory, and its join to the
+console's inventory (:mod:`fieldward.trust.state`, :mod:`fieldward.trust.response`):
+
+- ``trust_verdicts``: the newest attestation verdict per device (the renewal gate and the policy
+  context read it), with its reasons.
+- ``trust_failure_reports`` / ``trust_failure_devices``: device crash and error reports aggregated
+  per (model, firmware, signature); the count is incremented in SQL, the distinct devices of an
+  aggregate are rows (so the device count is exact). Unknown model or firmware is ``''`` (not NULL)
+  so that the unique key also deduplicates them.
+- ``trust_device_links``: which inventory devices (``devices`` rows, one per sensor) a device
+  identity is: by inventory row id, by MAC address or by serial number.
+- ``trust_device_versions``: each device's running version (from its update client's report or its
+  attested firmware version) and how far behind its update channel it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -30,6 +46,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,15 +54,23 @@ from fieldward.store.base import Base
 from fieldward.store.models import UTCDateTime, utcnow
 
 __all__ = [
+    "LINK_KINDS",
     "PROFILES",
     "TrustCertificate",
     "TrustDevice",
+    "TrustDeviceLink",
+    "TrustDeviceVersion",
     "TrustEnrollmentToken",
+    "TrustFailureDevice",
+    "TrustFailureReport",
     "TrustGroup",
+    "TrustVerdict",
 ]
 
 PROFILES = ("device", "sensor", "console")
 """Certificate profiles of the FieldWard CA (``fieldward.trust.ca``)."""
+LINK_KINDS = ("inventory", "mac", "serial")
+"""How a device identity is linked to inventory devices (``trust_device_links.kind``)."""
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -126,3 +151,98 @@ class TrustCertificate(Base):
     issued: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class TrustVerdict(Base):
+    """The newest attestation verdict of a device."""
+
+    __tablename__ = "trust_verdicts"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('healthy', 'unknown', 'compromised', 'outdated')", name="verdict"),
+        Index("ix_trust_verdicts_verdict", "verdict"),
+    )
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    verified_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(128))
+    firmware_version: Mapped[str | None] = mapped_column(String(128))
+    authentic: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    tpm_quote: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+
+
+class TrustFailureReport(Base):
+    """Failure reports of one (model, firmware, signature); ``''`` stands for an unknown model or
+    firmware."""
+
+    __tablename__ = "trust_failure_reports"
+    __table_args__ = (
+        UniqueConstraint("model", "firmware", "signature"),
+        Index("ix_trust_failure_reports_count", "count"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), default="")
+    firmware: Mapped[str] = mapped_column(String(128), default="")
+    signature: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    component: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    """The first report's message (at most 500 characters)."""
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class TrustFailureDevice(Base):
+    """A device that sent a failure report of an aggregate (one row per distinct device)."""
+
+    __tablename__ = "trust_failure_devices"
+
+    report_id: Mapped[int] = mapped_column(
+        ForeignKey("trust_failure_reports.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class TrustDeviceLink(Base):
+    """One link of a device identity to inventory devices: an inventory row id, a MAC address
+    (lowercase, colon-separated) or a serial number; MAC and serial links also match inventory rows
+    that sensors report later."""
+
+    __tablename__ = "trust_device_links"
+    __table_args__ = (
+        CheckConstraint("kind IN ('inventory', 'mac', 'serial')", name="kind"),
+        UniqueConstraint("device_id", "kind", "value"),
+        Index("ix_trust_device_links_kind_value", "kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    """The device identity (``trust_devices.device_id``)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class TrustDeviceVersion(Base):
+    """A device's running version and its update status."""
+
+    __tablename__ = "trust_device_versions"
+    __table_args__ = (Index("ix_trust_device_versions_outdated", "outdated"),)
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    running_version: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    """``update`` (the update client's report) or ``attestation`` (the attested firmware version)."""
+    channel: Mapped[str | None] = mapped_column(String(64))
+    newest_version: Mapped[str | None] = mapped_column(String(128))
+    releases_behind: Mapped[int] = mapped_column(Integer, default=0)
+    days_behind: Mapped[int | None] = mapped_column(Integer)
+    outdated: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The update client's last check and error, as it reported them."""
+    reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)

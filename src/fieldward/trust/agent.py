@@ -466,6 +466,15 @@ class DeviceAgent:
             updates.mark_installed(offer.version)
             return offer.version
 
+    def report_version(self, running_version: str, *, last_error: str | None = None) -> dict[str, Any]:
+        """Tell the console which version runs now (``POST /trust/updates/report``); the answer is
+        the recorded update status (``outdated``, ``newest_version``, ``days_behind``, ...)."""
+        body: dict[str, Any] = {"running_version": running_version}
+        if last_error is not None:
+            body["last_error"] = last_error[:1000]
+        value: dict[str, Any] = self._call("POST", "/trust/updates/report", json=body, expect=(202,)).json()
+        return value
+
     # -- failure reports ----------------------------------------------------------------------------
 
     def report_failure(

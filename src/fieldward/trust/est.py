@@ -36,6 +36,7 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -67,6 +68,7 @@ __all__ = [
     "allow_renewal",
     "certs_only",
     "est_router",
+    "load_manufacturers",
     "peer_certificates",
 ]
 
@@ -94,6 +96,40 @@ class Manufacturer:
     """Trust anchors: the manufacturer's CA certificates (root or issuing)."""
     group: str
     """The enrollment group of devices bootstrapped with this manufacturer's IDevID."""
+
+
+def load_manufacturers(path: Path | str) -> tuple[Manufacturer, ...]:
+    """IDevID manufacturers from YAML: ``{"manufacturers": [{"name", "ca", "group"}, ...]}`` where
+    ``ca`` is a PEM file of the manufacturer's CA certificates (relative to the YAML file) and
+    ``group`` the enrollment group its devices join. TrustError names what is wrong."""
+    import yaml
+
+    source = Path(path)
+    try:
+        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TrustError(f"{source}: cannot read the manufacturers: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise TrustError(f"{source}: not valid YAML: {exc}") from None
+    entries = document.get("manufacturers") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise TrustError(f"{source}: expected a mapping with a 'manufacturers' list")
+    found: list[Manufacturer] = []
+    for index, entry in enumerate(entries):
+        where = f"{source}: manufacturer #{index + 1}"
+        if not isinstance(entry, dict) or set(entry) != {"name", "ca", "group"}:
+            raise TrustError(f"{where}: needs exactly name, ca (a PEM file) and group")
+        if not all(isinstance(entry[k], str) and entry[k] for k in ("name", "ca", "group")):
+            raise TrustError(f"{where}: name, ca and group are text")
+        ca_path = source.parent / entry["ca"]
+        try:
+            certificates = tuple(x509.load_pem_x509_certificates(ca_path.read_bytes()))
+        except OSError as exc:
+            raise TrustError(f"{where}: cannot read {ca_path}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise TrustError(f"{where}: {ca_path} holds no PEM certificate") from None
+        found.append(Manufacturer(entry["name"], certificates, entry["group"]))
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,22 @@
 
 Each simulated device is a real :class:`~fieldward.trust.agent.DeviceAgent` with its own state
 folder, talking HTTPS (mutual TLS after enrollment) to the service: it enrolls over EST with a
-one-time token, attests with signed evidence and then "publishes telemetry", i.e. asks the policy
-decision API whether it may publish to ``devices/<id>/telemetry/<metric>``, the decision the broker
-enforces (a run against Mosquitto itself is not part of this module yet).
+one-time token, attests with signed evidence and asks the policy decision API whether it may publish
+to ``devices/<id>/telemetry/<metric>``. Given a :class:`~fieldward.trust.fleet_broker.BrokerTarget`
+(``fieldward fleet simulate`` starts a local Mosquitto when it is installed), the broker is then
+synced with the policy and every device really publishes over MQTT 5 with mutual TLS (paho-mqtt):
+the broker, not the API, must accept or refuse it.
 
 Misbehaving devices:
 
 - ``tampered``: its firmware image differs from the genuine release, so the digest it measures is
-  unknown to the reference values: verdict ``compromised``, telemetry denied;
+  unknown to the reference values: verdict ``compromised``, telemetry denied (by the broker: "Not
+  authorized", it has no rights there);
 - ``expired``: holds a certificate of the FieldWard CA that expired a day ago: the TLS handshake (or
-  the service's own check) refuses it for attestation and for renewal;
-- ``overreach``: a healthy device that also publishes to another device's topic: denied by policy.
+  the service's own check) refuses it for attestation and for renewal, and the broker's handshake
+  refuses its MQTT connection;
+- ``overreach``: a healthy device that also publishes to another device's topic: denied by policy
+  and, at the broker, "Not authorized" while its own telemetry is accepted.
 
 Tokens and the expired certificates come from a :class:`Provisioner`, the operator side (the
 registry and CA of the instance): :class:`ServiceProvisioner` wraps a local
@@ -35,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -46,8 +52,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fieldward.store.database import Database, default_url
-from fieldward.trust.agent import AgentError, DeviceAgent, DeviceMeasurements
+from fieldward.trust.agent import CERT_FILE, KEY_FILE, AgentError, DeviceAgent, DeviceMeasurements
 from fieldward.trust.errors import TrustError
+from fieldward.trust.fleet_broker import (
+    ACCEPTED,
+    BrokerTarget,
+    broker_available,
+    local_broker,
+    mqtt_publish,
+    sync_from_service,
+)
 from fieldward.trust.service import TrustService, TrustServiceSettings, serve_tls
 
 __all__ = [
@@ -324,11 +338,14 @@ def simulate(
     state_dir: Path | None = None,
     workers: int = 8,
     prefix: str | None = None,
+    broker: BrokerTarget | None = None,
 ) -> FleetReport:
     """Run ``n_devices`` simulated devices against the service at ``base_url``.
 
     misbehaving: ``{"tampered": k, "expired": k, "overreach": k}`` (default: 10 % of the fleet each)
     state_dir: where the devices keep their keys (default: a temporary folder, removed afterwards)
+    broker: when given, after attestation the broker is synced and every device publishes over MQTT
+        with its certificate; a device behaves as expected only if the broker agrees too
     """
     if n_devices < 1:
         raise ValueError("n_devices must be at least 1")
@@ -349,13 +366,48 @@ def simulate(
                     enumerate(plan),
                 )
             )
+            if broker is not None:
+                broker.sync([o.device_id for o, _ in results if o.behaviour != "expired"])
+                with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                    list(pool.map(lambda item: _publish(item[0], item[1], root, broker, name), results))
     counts: Counter[str] = Counter()
     outcomes = []
     for outcome, counters in results:
         counts[outcome.outcome] += 1
         counts.update(counters)
         outcomes.append(outcome)
-    return FleetReport(n_devices, dict(counts), outcomes, time.perf_counter() - start)
+    via = broker.describe() if broker is not None else FleetReport.telemetry_via
+    return FleetReport(n_devices, dict(counts), outcomes, time.perf_counter() - start, via)
+
+
+def _publish(
+    outcome: DeviceOutcome, counters: Counter[str], root: Path, broker: BrokerTarget, prefix: str
+) -> None:
+    """The MQTT phase of one device: publish its telemetry (and, overreaching, another device's) at
+    the broker with its own certificate; the broker's answers must match the behaviour."""
+    device_id = outcome.device_id
+    own = f"devices/{device_id}/telemetry/temperature"
+    topics = [own]
+    if outcome.behaviour == "overreach":
+        index = int(device_id.rsplit("-", 1)[1])
+        topics.append(f"devices/{prefix}-{(index + 1) % 100000:05d}/telemetry/temperature")
+    agent_dir = root / device_id
+    answers = mqtt_publish(broker, device_id, agent_dir / CERT_FILE, agent_dir / KEY_FILE, topics)
+    accepted = [answer in ACCEPTED for answer in answers]
+    outcome.steps.append("mqtt " + "; ".join(f"{t}: {a}" for t, a in zip(topics, answers, strict=True)))
+    counters["mqtt_own_accepted" if accepted[0] else "mqtt_own_refused"] += 1
+    if outcome.behaviour == "overreach":
+        counters["mqtt_overreach_accepted" if accepted[1] else "mqtt_overreach_refused"] += 1
+        agrees = accepted[0] and not accepted[1] and not answers[1].startswith("refused")
+    elif outcome.behaviour == "healthy":
+        agrees = accepted[0]
+    elif outcome.behaviour == "expired":
+        agrees = answers[0].startswith("refused")
+    else:  # tampered
+        agrees = not accepted[0]
+    if not agrees:
+        outcome.expected = False
+        outcome.outcome = "unexpected"
 
 
 # -- CLI ------------------------------------------------------------------------------------------
@@ -399,6 +451,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="Data folder of the running instance (provisioning)")
     parser.add_argument("--passphrase-file", type=Path, help="CA passphrase file of the running instance")
     parser.add_argument("--ca-file", type=Path, help="CA (PEM) of the running instance's TLS certificate")
+    parser.add_argument(
+        "--no-broker",
+        action="store_true",
+        help="Only ask the policy decision API (default with the local service: publish through a "
+        "throw-away Mosquitto with mutual TLS when mosquitto and its dynamic-security plugin are installed)",
+    )
     return parser
 
 
@@ -425,7 +483,21 @@ def fleet_main(argv: Sequence[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="fieldward-fleet-service-") as tmp:
                 service = local_service(Path(tmp) / "service")
                 try:
-                    with serve_tls(service, Path(tmp) / "tls") as server:
+                    with serve_tls(service, Path(tmp) / "tls") as server, ExitStack() as stack:
+                        target: BrokerTarget | None = None
+                        missing = broker_available()
+                        if not args.no_broker and missing is None:
+                            running = stack.enter_context(local_broker(service, Path(tmp) / "broker"))
+                            target = BrokerTarget(
+                                running.host,
+                                running.tls_port,
+                                running.ca_file,
+                                sync_from_service(service, running),
+                            )
+                        elif not args.no_broker:
+                            print(
+                                f"note: no broker ({missing}); using the policy decision API", file=sys.stderr
+                            )
                         report = simulate(
                             server.url,
                             args.devices,
@@ -433,6 +505,7 @@ def fleet_main(argv: Sequence[str] | None = None) -> int:
                             misbehaving=mix,
                             server_ca=server.ca_file,
                             workers=args.workers,
+                            broker=target,
                         )
                 finally:
                     service.database.dispose()

@@ -24,9 +24,9 @@ trusted reverse proxy), checked by :meth:`CertificateAuthority.verify` (ours, un
 A device may ask only about itself; a ``console`` or ``sensor`` certificate may ask about any device
 and read the failure-report aggregates.
 
-Verdicts and failure aggregates are kept in memory (the trust tables have no columns for them yet;
-docs/trust/agent.md proposes the table). A lock guards them; the service is safe to share between
-uvicorn's worker threads.
+Verdicts, failure aggregates and running versions are kept in the database (revision 0006,
+:mod:`fieldward.trust.state`), unless ``TrustServiceSettings.persist`` is False (benchmarks: in
+memory, guarded by a lock). The service is safe to share between uvicorn's worker threads.
 """
 
 from __future__ import annotations
@@ -67,7 +67,14 @@ from fieldward.trust.est import ESTSettings, TLSExtensionH11Protocol, est_router
 from fieldward.trust.policy import ACTIONS, Decision, Policy, PolicyEngine, load_policy
 from fieldward.trust.registry import TrustRegistry
 from fieldward.trust.revocation import revocation_router
-from fieldward.trust.updates import UpdateRepository, tuf_router
+from fieldward.trust.state import (
+    DatabaseFailureReports,
+    DatabaseVerdictStore,
+    FailureRow,
+    VersionBook,
+    VersionRecord,
+)
+from fieldward.trust.updates import UpdateRepository, tuf_router, update_status
 
 __all__ = [
     "FAILURE_KINDS",
@@ -121,6 +128,8 @@ class TrustServiceSettings:
     """Distinct (model, firmware, signature) aggregates kept; further reports are only counted."""
     max_devices_per_failure: int = 100
     """Device ids remembered per aggregate (the count is exact regardless)."""
+    persist: bool = True
+    """Verdicts and failure reports in the database (revision 0006); False: in memory only."""
 
     def directory(self) -> Path:
         return self.data_dir if self.data_dir is not None else data_dir()
@@ -305,9 +314,11 @@ class TrustService:
             if settings.reference_values_file is not None
             else ReferenceValues()
         )
+        self.verdict_store = DatabaseVerdictStore(database) if settings.persist else None
         self.verifier = Verifier(
             self.reference_values,
             self.device_of_chain,
+            verdict_store=self.verdict_store,
             model_of=self._enrolled_model,
             nonce_ttl=settings.nonce_ttl,
             renewal_max_age=settings.renewal_max_age,
@@ -321,9 +332,16 @@ class TrustService:
             else passphrase
         )
         self.updates = UpdateRepository(root / "updates", update_secret, channels=settings.channels)
-        self.failures = FailureReports(settings.max_failure_signatures, settings.max_devices_per_failure)
+        self.failures: FailureReports | DatabaseFailureReports = (
+            DatabaseFailureReports(database, settings.max_failure_signatures)
+            if settings.persist
+            else FailureReports(settings.max_failure_signatures, settings.max_devices_per_failure)
+        )
+        self.versions = VersionBook(database)
         self.verdict_listeners: list[Callable[[AttestationResult], None]] = []
         """Called with every new verdict (the quarantine engine subscribes here)."""
+        self.version_listeners: list[Callable[[VersionRecord, bool], None]] = []
+        """Called with every recorded running version and whether it changed (the console's risk)."""
 
     def __repr__(self) -> str:
         return f"TrustService({str(self.settings.directory())!r})"
@@ -415,6 +433,17 @@ class TrustService:
             device = self.registry.device(device_id)
             if device is None or device.firmware != result.firmware_version:  # write only on change
                 self.registry.register_device(device_id, firmware=result.firmware_version)
+            # The attested version is the running version unless the update client reported the same
+            # version already (its report carries the channel and the last check).
+            known = self.versions.get(device_id) if self.settings.persist else None
+            if self.settings.persist and (
+                known is None
+                or known.source == "attestation"
+                or known.running_version != result.firmware_version
+            ):
+                self.record_version(
+                    device_id, {"running_version": result.firmware_version}, source="attestation"
+                )
         for listener in list(self.verdict_listeners):
             try:
                 listener(result)
@@ -422,9 +451,69 @@ class TrustService:
                 log.exception("verdict listener %r failed", listener)
         return result
 
+    # -- running versions -------------------------------------------------------------------------
+
+    def record_version(
+        self, device_id: str, report: Mapping[str, Any], *, source: str = "update"
+    ) -> VersionRecord:
+        """Record ``device_id``'s running version from its update client's ``report()`` (or, with
+        ``source="attestation"``, its attested firmware version) and its update status against the
+        TUF repository's channel for the device's model; calls every ``version_listeners`` callback.
+        ValueError names a bad field."""
+        running = report.get("running_version")
+        if running is not None and (not isinstance(running, str) or not running or len(running) > 128):
+            raise ValueError("running_version must be a version string of at most 128 characters")
+        device = self.registry.device(device_id)
+        group = self.registry.device_group(device_id)
+        channel = report.get("channel") if source == "update" else None
+        if channel is not None and (not isinstance(channel, str) or len(channel) > 64):
+            raise ValueError("channel must be a channel name")
+        if channel is None:
+            channel = "stable" if group is None else group.update_channel
+        details = {
+            key: report[key]
+            for key in ("last_check", "last_error")
+            if isinstance(report.get(key), str) and len(report[key]) <= 1000
+        }
+        newest: str | None = None
+        behind, days, outdated = 0, None, False
+        model = None if device is None else device.model
+        if model and running is not None:
+            status = update_status(
+                self.updates,
+                {"device_id": device_id, "running_version": running, "channel": channel},
+                model,
+                None if group is None else group.name,
+                self._clock(),
+            )
+            newest, behind, days, outdated = (
+                status.newest_version,
+                status.releases_behind,
+                status.days_behind,
+                status.outdated,
+            )
+        record, changed = self.versions.record(
+            device_id,
+            running_version=running,
+            source=source,
+            channel=channel,
+            newest_version=newest,
+            releases_behind=behind,
+            days_behind=days,
+            outdated=outdated,
+            details=details,
+            now=self._clock(),
+        )
+        for listener in list(self.version_listeners):
+            try:
+                listener(record, changed)
+            except Exception:
+                log.exception("version listener %r failed", listener)
+        return record
+
     # -- failure reports --------------------------------------------------------------------------
 
-    def report_failure(self, device_id: str, body: Mapping[str, Any]) -> FailureAggregate | None:
+    def report_failure(self, device_id: str, body: Mapping[str, Any]) -> FailureAggregate | FailureRow | None:
         """Aggregate one failure report of ``device_id`` (body as the agent sends it).
 
         The model and firmware are the registry's (what attestation established), the report's own
@@ -589,6 +678,26 @@ class TrustService:
                 },
                 status_code=202,
             )
+
+        @router.post("/updates/report", operation_id="trust_update_report")
+        async def update_report(request: Request) -> Response:
+            """The device's update client report (``{running_version, channel?, last_check?,
+            last_error?}``) -> its recorded version and update status."""
+            try:
+                device_id = device_caller(request)
+                body = await read_json(request)
+                claimed = body.get("device_id")
+                if claimed is not None and claimed != device_id:
+                    raise _RefusedError(403, "a device may only report its own version")
+                if body.get("running_version") is None:
+                    raise _RefusedError(422, "running_version is required")
+                try:
+                    record = self.record_version(device_id, body, source="update")
+                except ValueError as exc:
+                    raise _RefusedError(422, str(exc)) from None
+            except _RefusedError as exc:
+                return _error(exc)
+            return JSONResponse(record.to_dict(), status_code=202)
 
         @router.get("/reports", operation_id="trust_failure_reports")
         def reports(request: Request) -> Response:

@@ -1,0 +1,390 @@
+"""The console's side of the zero-trust device plane (docs/trust/console.md).
+
+With ``ConsoleSettings.trust`` on, :func:`build_trust` makes one :class:`ConsoleTrust` per app: the
+:class:`~fieldward.trust.service.TrustService` (CA, EST, attestation, policy, TUF, failure reports),
+the :class:`~fieldward.trust.quarantine.QuarantineService` (rules from ``trust_quarantine_file``,
+audit in the console's ``audit_log``, Mosquitto's dynamic-security plugin when configured) and the
+links between device identities and the inventory (:class:`~fieldward.trust.response.TrustLinks`).
+:func:`mount_trust` includes the service's routers at the root of the app (``/.well-known/est``,
+``/trust``, ``/updates``; outside the ``/api/v1`` OpenAPI document: devices speak EST and the trust
+API with their certificates, not the console's tokens).
+
+Two joins with the sensor's data:
+
+- :func:`after_ingest` (called by the ingest route after a batch is applied): an ``alerts`` batch
+  is checked for open high/critical alerts on inventory devices linked to a device identity, each
+  handed to :meth:`QuarantineService.on_alert` (the rules decide); a ``risk`` batch is followed by
+  re-applying the update contribution of outdated devices (the sensor's rows overwrite it);
+- :func:`apply_update_risk`: an outdated device identity (``trust_device_versions``) adds the risk
+  model's ``update.outdated`` contribution (``device["update"]``, :mod:`fieldward.assess.risk`) to
+  the risk of its linked inventory devices: the console re-scores them with the same model it uses
+  for the site score and the plan (:func:`fieldward.console.api.routes.risk.load_site`) and writes
+  ``device_risks`` and ``devices.risk_score``. A device that became current is re-scored without it.
+
+Nothing here may fail an ingestion: errors are logged (type only) and counted on the app state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from fieldward.console.settings import ConsoleSettings
+from fieldward.store.database import Database
+from fieldward.store.models import Device, DeviceRisk, utcnow
+from fieldward.store.trust_models import TrustDevice, TrustDeviceLink, TrustDeviceVersion
+from fieldward.trust.broker import BrokerError, DynsecClient, SyncReport
+from fieldward.trust.ca import load_passphrase
+from fieldward.trust.context import SEVERITIES, DeviceContext
+from fieldward.trust.errors import TrustError
+from fieldward.trust.est import ESTSettings, load_manufacturers
+from fieldward.trust.policy import PolicyEngine
+from fieldward.trust.quarantine import (
+    QuarantineOutcome,
+    QuarantineService,
+    QuarantineSettings,
+    database_audit,
+    load_quarantine_settings,
+)
+from fieldward.trust.response import TrustLinks, alerts_to_quarantine, open_alert_severity
+from fieldward.trust.service import TrustService, TrustServiceSettings
+from fieldward.trust.state import VersionRecord
+
+__all__ = [
+    "ConsoleTrust",
+    "LazyBroker",
+    "after_ingest",
+    "apply_update_risk",
+    "build_trust",
+    "mount_trust",
+    "trust_of",
+]
+
+log = logging.getLogger(__name__)
+
+
+class LazyBroker:
+    """The dynamic-security admin connection, opened on first use (the console starts without the
+    broker; a quarantine while it is down is audited as ``failed`` and applied by the next sync)."""
+
+    def __init__(self, host: str, port: int, password: str | None) -> None:
+        self._host, self._port, self._password = host, port, password
+        self._client: DynsecClient | None = None
+        self._lock = threading.Lock()
+
+    def _connected(self) -> DynsecClient:
+        with self._lock:
+            if self._client is None:
+                client = DynsecClient(self._host, self._port, password=self._password)
+                client.connect()
+                self._client = client
+            return self._client
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._connected(), name)(*args, **kwargs)
+        except (BrokerError, OSError):
+            with self._lock:
+                if self._client is not None:
+                    self._client.close()
+                self._client = None
+            raise
+
+    def disable_client(self, username: str) -> None:
+        self._call("disable_client", username)
+
+    def enable_client(self, username: str) -> None:
+        self._call("enable_client", username)
+
+    def remove_client_role(self, username: str, rolename: str) -> None:
+        self._call("remove_client_role", username, rolename)
+
+    def add_client_role(self, username: str, rolename: str, priority: int = 1) -> None:
+        self._call("add_client_role", username, rolename, priority)
+
+    def get_client(self, username: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call("get_client", username)
+        return result
+
+    def get_role(self, rolename: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call("get_role", rolename)
+        return result
+
+    def sync(self, engine: PolicyEngine, contexts: Sequence[DeviceContext], now: dt.datetime) -> SyncReport:
+        report: SyncReport = self._call("sync", engine, contexts, now=now)
+        return report
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+
+
+@dataclass
+class ConsoleTrust:
+    """The device plane of one console app."""
+
+    settings: ConsoleSettings
+    database: Database
+    service: TrustService
+    quarantine: QuarantineService
+    links: TrustLinks
+    broker: LazyBroker | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    """Hook failures by kind (``response``, ``risk``, ``broker``), for diagnostics; never raised to
+    the sensor."""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def count_error(self, kind: str, exc: BaseException) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        log.warning("trust %s hook failed: %s", kind, type(exc).__name__)
+
+    def sync_broker(self) -> SyncReport | None:
+        """Make the broker's clients and ACLs equal to what the policy grants every device identity
+        now (:meth:`DynsecClient.sync`); None without a broker. BrokerError/OSError when unreachable."""
+        if self.broker is None:
+            return None
+        with self.database.sessionmaker() as session:
+            ids = list(session.scalars(select(TrustDevice.device_id).order_by(TrustDevice.device_id)))
+        contexts = [self.service.context(device_id) for device_id in ids]
+        return self.broker.sync(self.service.engine, contexts, self.service.now())
+
+    def start(self) -> None:
+        """Sync the broker every ``trust_broker_sync_seconds`` in a daemon thread (with a broker)."""
+        if self.broker is None or self._thread is not None:
+            return
+        interval = self.settings.trust_broker_sync_seconds
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.sync_broker()
+                except (BrokerError, OSError, SQLAlchemyError, TrustError) as exc:
+                    self.count_error("broker", exc)
+                self._stop.wait(interval)
+
+        self._thread = threading.Thread(target=run, name="fieldward-broker-sync", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self.broker is not None:
+            self.broker.close()
+
+
+def build_trust(
+    settings: ConsoleSettings, database: Database, *, clock: Callable[[], dt.datetime] | None = None
+) -> ConsoleTrust | None:
+    """The device plane for ``settings`` (None when ``settings.trust`` is off). Migrates the database
+    first (the CA records its certificates in the registry). Raises TrustError (e.g. no passphrase)."""
+    if not settings.trust:
+        return None
+    database.upgrade()
+    public = settings.trust_public_url.rstrip("/") if settings.trust_public_url else None
+    links = TrustLinks(database)
+    service = TrustService(
+        TrustServiceSettings(
+            data_dir=settings.home(),
+            passphrase_file=settings.trust_passphrase_file,
+            policy_file=settings.trust_policy_file,
+            reference_values_file=settings.trust_reference_values_file,
+            crl_url=None if public is None else f"{public}/trust/crl",
+            ocsp_url=None if public is None else f"{public}/trust/ocsp",
+            device_validity=dt.timedelta(hours=settings.trust_device_validity_hours),
+            est=ESTSettings(
+                manufacturers=load_manufacturers(settings.trust_manufacturers_file)
+                if settings.trust_manufacturers_file is not None
+                else ()
+            ),
+        ),
+        database,
+        alert_severity=open_alert_severity(database, links),
+        clock=clock,
+    )
+    rules = (
+        load_quarantine_settings(settings.trust_quarantine_file)
+        if settings.trust_quarantine_file is not None
+        else QuarantineSettings()
+    )
+    broker: LazyBroker | None = None
+    if settings.trust_broker_host:
+        password = (
+            load_passphrase(settings.trust_broker_password_file).decode()
+            if settings.trust_broker_password_file is not None
+            else None
+        )
+        broker = LazyBroker(settings.trust_broker_host, settings.trust_broker_port, password)
+    quarantine = QuarantineService(service.registry, rules, database_audit(database), broker=broker)
+    trust = ConsoleTrust(settings, database, service, quarantine, links, broker)
+    if broker is not None:
+        quarantine.resync = trust.sync_broker  # a release restores the device's ACLs from the policy
+
+    def on_version(record: VersionRecord, changed: bool) -> None:
+        if not changed:
+            return
+        try:
+            apply_update_risk(database, [record.device_id])
+        except SQLAlchemyError as exc:
+            trust.count_error("risk", exc)
+
+    service.version_listeners.append(on_version)
+    return trust
+
+
+def mount_trust(app: FastAPI, trust: ConsoleTrust) -> None:
+    """Include the device plane's routers (root paths, not in the console's OpenAPI document)."""
+    app.state.trust = trust
+    for router in trust.service.routers():
+        app.include_router(router, include_in_schema=False)
+
+
+def trust_of(app: FastAPI) -> ConsoleTrust | None:
+    trust = getattr(app.state, "trust", None)
+    return trust if isinstance(trust, ConsoleTrust) else None
+
+
+# -- the response to alerts -----------------------------------------------------------------------
+
+
+def respond_to_alerts(
+    trust: ConsoleTrust, sensor_id: int, alert_keys: Iterable[str]
+) -> list[QuarantineOutcome]:
+    """Hand the batch's open alerts on linked devices to the quarantine rules; the outcomes."""
+    rules = trust.quarantine.settings.rules
+    if not rules:
+        return []
+    floor = min((rule.min_severity for rule in rules), key=SEVERITIES.index)
+    outcomes = []
+    for alert, device_id in alerts_to_quarantine(
+        trust.database, sensor_id, alert_keys, min_severity=floor, ends=trust.settings.trust_quarantine_ends
+    ):
+        try:
+            outcomes.append(trust.quarantine.on_alert(alert, device_id))
+        except TrustError as exc:  # the identity vanished in between
+            trust.count_error("response", exc)
+    return outcomes
+
+
+def after_ingest(app: FastAPI, sensor_id: int, kind: str, records: Sequence[Any]) -> None:
+    """The ingest route's hook, after a batch is applied and committed (no-op without trust)."""
+    trust = trust_of(app)
+    if trust is None:
+        return
+    try:
+        if kind == "alerts":
+            keys = [r.get("id") for r in records if isinstance(r, Mapping)]
+            respond_to_alerts(trust, sensor_id, (str(k) for k in keys if isinstance(k, str | int)))
+        elif kind == "risk":  # a sensor's risk rows replace the console's re-scored ones
+            apply_update_risk(trust.database, None, sensor_id=sensor_id)
+    except (SQLAlchemyError, TrustError, OSError) as exc:
+        trust.count_error("response" if kind == "alerts" else "risk", exc)
+
+
+# -- running versions in the risk score ----------------------------------------------------------
+
+
+def apply_update_risk(
+    database: Database,
+    device_ids: Sequence[str] | None,
+    *,
+    sensor_id: int | None = None,
+    released: Iterable[int] = (),
+) -> int:
+    """Re-score the inventory devices linked to ``device_ids`` (None: to every outdated identity)
+    with their update status; returns how many ``device_risks`` rows were written.
+
+    ``sensor_id`` limits the work to that sensor's inventory rows (after its batch); ``released``
+    inventory rows (no longer linked) are re-scored without an update status unless another
+    outdated identity is still linked to them."""
+    from fieldward.assess.risk import score_devices
+    from fieldward.console.api.routes.risk import load_site
+
+    with database.sessionmaker() as session:
+        query = select(TrustDeviceVersion)
+        if device_ids is None:
+            linked = select(TrustDeviceLink.device_id)
+            query = query.where(
+                TrustDeviceVersion.outdated.is_(True), TrustDeviceVersion.device_id.in_(linked)
+            )
+        else:
+            query = query.where(TrustDeviceVersion.device_id.in_(list(device_ids)))
+        versions = {row.device_id: row for row in session.scalars(query)}
+    wanted: dict[int, dict[str, Any]] = {i: {"outdated": False, "days_behind": None} for i in released}
+    if not versions and not wanted:
+        return 0
+    inventory = TrustLinks(database).inventory_of(sorted(versions)) if versions else {}
+    for device_id, ids in inventory.items():
+        row = versions[device_id]
+        status = {
+            "outdated": bool(row.outdated),
+            "days_behind": row.days_behind,
+            "releases_behind": row.releases_behind,
+            "running_version": row.running_version,
+            "newest_version": row.newest_version,
+        }
+        for inventory_id in ids:
+            known = wanted.get(inventory_id)
+            # two identities on one inventory device: the one further behind counts
+            if known is None or (status["outdated"], status["days_behind"] or 0) > (
+                known["outdated"],
+                known["days_behind"] or 0,
+            ):
+                wanted[inventory_id] = status
+    if not wanted:
+        return 0
+    written = 0
+    with database.session() as session:
+        sensors = {
+            int(s)
+            for (s,) in session.execute(select(Device.sensor_id).where(Device.id.in_(sorted(wanted)))).all()
+            if sensor_id is None or int(s) == sensor_id
+        }
+        for sensor in sorted(sensors):
+            data = load_site(session, sensor, all_devices=True)
+            targets = {data.keys[i]: status for i, status in wanted.items() if i in data.keys}
+            if not targets:
+                continue
+            devices = [{**d, "update": targets[d["id"]]} if d["id"] in targets else d for d in data.devices]
+            risks = score_devices(devices, data.findings, data.configs, data.alerts, data.importance)
+            now = utcnow()
+            for risk in risks:
+                if risk.device_id not in targets:
+                    continue
+                row_id = data.ids[risk.device_id]
+                values = {
+                    "score": risk.score,
+                    "exploitability": risk.exploitability,
+                    "exposure": risk.exposure,
+                    "criticality": risk.criticality,
+                    "behaviour": risk.behaviour,
+                    "priority": risk.priority.value,
+                    "contributors": [
+                        {"factor": c.factor, "points": c.points, "detail": c.detail, "reference": c.reference}
+                        for c in risk.contributors
+                    ],
+                    "updated": now,
+                }
+                stored = session.get(DeviceRisk, row_id)
+                if stored is None:
+                    session.add(DeviceRisk(device_id=row_id, **values))
+                else:
+                    for key, value in values.items():
+                        setattr(stored, key, value)
+                device = session.get(Device, row_id)
+                if device is not None:
+                    device.risk_score = risk.score
+                written += 1
+    return written
