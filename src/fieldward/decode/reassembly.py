@@ -27,7 +27,7 @@ packets with payload (or SYN/FIN/RST) of the wanted flows, and only those are fe
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +62,33 @@ class StreamChunk:
     """Capture time of the segment that carried these bytes."""
     gap_before: int = 0
     """Bytes missing right before this chunk (never captured, or given up on); 0 when contiguous."""
+
+
+def _new_chunk(flow_id: int, direction: int, offset: int, data: bytes, ts_ns: int) -> StreamChunk:
+    """``StreamChunk(flow_id, direction, offset, data, ts_ns)`` (no gap) for the in-order fast path:
+    the slots are set directly, which is what the frozen dataclass ``__init__`` does, only faster."""
+    chunk = _NEW(StreamChunk)
+    _SET_FLOW(chunk, flow_id)
+    _SET_DIRECTION(chunk, direction)
+    _SET_OFFSET(chunk, offset)
+    _SET_DATA(chunk, data)
+    _SET_TS(chunk, ts_ns)
+    _SET_GAP(chunk, 0)
+    return chunk
+
+
+def _slot_setter(name: str) -> Callable[[StreamChunk, object], None]:
+    setter: Callable[[StreamChunk, object], None] = getattr(StreamChunk, name).__set__
+    return setter
+
+
+_NEW = object.__new__
+_SET_FLOW = _slot_setter("flow_id")
+_SET_DIRECTION = _slot_setter("direction")
+_SET_OFFSET = _slot_setter("offset")
+_SET_DATA = _slot_setter("data")
+_SET_TS = _slot_setter("ts_ns")
+_SET_GAP = _slot_setter("gap_before")
 
 
 @dataclass(slots=True)
@@ -102,6 +129,20 @@ class _Direction:
         elif diff < -_HALF:
             candidate += SEQ_MOD
         return candidate
+
+
+def _settle_tail(state: _Direction, pieces: list[bytes], keep: int) -> None:
+    """``state.tail = (state.tail + b"".join(pieces))[-keep:]``, joining only the pieces it needs."""
+    need = keep
+    used: list[bytes] = []
+    for piece in reversed(pieces):
+        used.append(piece)
+        need -= len(piece)
+        if need <= 0:
+            break
+    if need > 0:
+        used.append(state.tail)
+    state.tail = b"".join(reversed(used))[-keep:]
 
 
 class TcpReassembler:
@@ -227,43 +268,96 @@ class TcpReassembler:
         rows = np.flatnonzero(select)
         if rows.shape[0] == 0:
             return []
+        m = rows.shape[0]
+        size_col = np.maximum(decoded.payload_len[rows], 0).astype(np.int64)
+        flow_col = flow_id[rows].astype(np.int64)
+        dir_col = assignment.direction[rows].astype(np.int64)
+        seq_col = decoded.tcp_seq[rows].astype(np.int64) & _SEQ_MASK
+        flag_col = decoded.tcp_flags[rows]
+        # Runs of in-order segments, found with numpy: a segment *follows* the previous segment of its
+        # flow direction in this batch when both carry data without SYN/FIN/RST and it starts exactly
+        # where that one ended. If that one was delivered by the in-order fast path, this one is too,
+        # without looking at the direction's state again (nothing else changes it in between).
+        key = flow_col * 2 + dir_col
+        order = np.argsort(key, kind="stable")
+        plain = (size_col > 0) & ((flag_col & _CONTROL) == 0)
+        previous = np.full(m, -1, dtype=np.int64)
+        follows = np.zeros(m, dtype=np.bool_)
+        if m > 1:
+            same = key[order[1:]] == key[order[:-1]]
+            previous[order[1:][same]] = order[:-1][same]
+            before = order[:-1]
+            chained = (
+                same
+                & plain[order[1:]]
+                & plain[before]
+                & (seq_col[order[1:]] == (seq_col[before] + size_col[before]) & _SEQ_MASK)
+            )
+            follows[order[1:]] = chained
         starts = (batch.offsets[rows] + np.maximum(decoded.payload_offset[rows], 0)).tolist()
-        lengths = np.maximum(decoded.payload_len[rows], 0).tolist()
-        flows = flow_id[rows].tolist()
-        directions = assignment.direction[rows].tolist()
-        seqs = decoded.tcp_seq[rows].tolist()
-        flag_values = decoded.tcp_flags[rows].tolist()
+        lengths = size_col.tolist()
+        flows = flow_col.tolist()
+        directions = dir_col.tolist()
+        seqs = seq_col.tolist()
+        flag_values = flag_col.tolist()
         times = batch.ts_ns[rows].tolist()
+        follow_list = follows.tolist()
+        previous_list = previous.tolist()
         view = batch.buffer.data
         out: list[StreamChunk] = []
         dirs = self._dirs
         keep = self.overlap_check_bytes
-        for i in range(rows.shape[0]):
+        fast_state: list[_Direction | None] = [None] * m
+        """The direction's state, for the segments the in-order fast path delivered."""
+        unsettled: dict[int, tuple[_Direction, list[bytes]]] = {}
+        """Bytes the fast path delivered (by ``id`` of the direction state) that are not yet in its
+        ``tail``: only ``feed`` reads the tail, so it is brought up to date before ``feed`` runs for
+        that direction and at the end, instead of copying the whole tail for every segment."""
+        chunk = _new_chunk
+        for i in range(m):
             start = starts[i]
             size = lengths[i]
-            flags = flag_values[i]
-            state = dirs.get((flows[i], directions[i]))
-            # In-order fast path: the segment starts exactly at the next byte to deliver of a direction
-            # with nothing buffered, no FIN seen and no SYN/FIN/RST flag. This is what ``feed`` would do
-            # (buffer the bytes, then deliver them at once), without the out-of-order machinery.
-            if (
-                state is not None
-                and size
-                and not flags & _CONTROL
-                and not state.pending
-                and state.fin_at < 0
-                and not state.closed
-                and (seqs[i] - state.isn) & _SEQ_MASK == state.next & _SEQ_MASK
-            ):
-                data = view[start : start + size].tobytes()
-                out.append(StreamChunk(flows[i], directions[i], state.next, data, times[i]))
-                state.next += size
-                if keep:
-                    state.tail = data[-keep:] if size >= keep else (state.tail + data)[-keep:]
-                continue
-            out.extend(
-                self.feed(flows[i], directions[i], seqs[i], flags, view[start : start + size], times[i])
-            )
+            state = fast_state[previous_list[i]] if follow_list[i] else None
+            if state is None:
+                flags = flag_values[i]
+                state = dirs.get((flows[i], directions[i]))
+                # In-order fast path: the segment starts exactly at the next byte to deliver of a
+                # direction with nothing buffered, no FIN seen and no SYN/FIN/RST flag. This is what
+                # ``feed`` would do (buffer the bytes, then deliver them at once), without the
+                # out-of-order machinery.
+                if not (
+                    state is not None
+                    and size
+                    and not flags & _CONTROL
+                    and not state.pending
+                    and state.fin_at < 0
+                    and not state.closed
+                    and (seqs[i] - state.isn) & _SEQ_MASK == state.next & _SEQ_MASK
+                ):
+                    if unsettled and state is not None and id(state) in unsettled:
+                        _settle_tail(*unsettled.pop(id(state)), keep)
+                    out.extend(
+                        self.feed(
+                            flows[i], directions[i], seqs[i], flags, view[start : start + size], times[i]
+                        )
+                    )
+                    continue
+            data = view[start : start + size].tobytes()
+            out.append(chunk(flows[i], directions[i], state.next, data, times[i]))
+            fast_state[i] = state
+            state.next += size
+            if keep:
+                if size >= keep:
+                    state.tail = data[-keep:]
+                    unsettled.pop(id(state), None)
+                else:
+                    pending = unsettled.get(id(state))
+                    if pending is None:
+                        unsettled[id(state)] = (state, [data])
+                    else:
+                        pending[1].append(data)
+        for state, pieces in unsettled.values():
+            _settle_tail(state, pieces, keep)
         return out
 
     # ------------------------------------------------------------------ internals

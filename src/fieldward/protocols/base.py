@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -376,18 +377,32 @@ class BatchResult:
 def gather_heads(
     buffer: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64], width: int
 ) -> npt.NDArray[np.uint8]:
-    """The first ``width`` bytes at each ``start`` (at most ``length`` of them), zero-padded."""
+    """The first ``width`` bytes at each ``start`` (at most ``length`` of them), zero-padded. Bytes
+    past the end of the buffer read as zero; a negative start reads from 0."""
     m = start.shape[0]
     heads = np.zeros((m, width), dtype=np.uint8)
     if m == 0 or buffer.shape[0] == 0 or width == 0:
         return heads
-    padded = buffer
-    if buffer.shape[0] < width or int(start.max()) > buffer.shape[0] - width:
-        padded = np.concatenate([buffer, np.zeros(width, dtype=np.uint8)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
-    heads[:] = windows[np.clip(start, 0, windows.shape[0] - 1)]
-    heads[np.arange(width)[None, :] >= length[:, None]] = 0
+    _gather_heads(buffer, np.asarray(start, dtype=np.int64), np.asarray(length, dtype=np.int64), heads)
     return heads
+
+
+def _gather_heads_py(
+    buffer: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+    heads: npt.NDArray[np.uint8],
+) -> None:
+    """Fill the zeroed ``heads`` (shape (m, width)) row by row (a compiled loop)."""
+    size = buffer.shape[0]
+    width = heads.shape[1]
+    for i in range(start.shape[0]):
+        first = min(max(start[i], 0), size)
+        count = min(max(length[i], 0), width, size - first)
+        heads[i, :count] = buffer[first : first + count]
+
+
+_gather_heads = numba.njit(cache=True, nogil=True)(_gather_heads_py)
 
 
 def binary_array(
@@ -398,14 +413,29 @@ def binary_array(
     offsets = np.zeros(length.shape[0] + 1, dtype=np.int64)
     np.cumsum(length, out=offsets[1:])
     total = int(offsets[-1])
+    data = np.empty(total, dtype=np.uint8)
     if total:
-        index = np.arange(total, dtype=np.int64) + np.repeat(start - offsets[:-1], length)
-        data = np.ascontiguousarray(buffer[index])
-    else:
-        data = np.zeros(0, dtype=np.uint8)
+        _gather_ranges(buffer, np.asarray(start, dtype=np.int64), length, offsets, data)
     return pa.Array.from_buffers(
         pa.binary(), length.shape[0], [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
+
+
+def _gather_ranges_py(
+    buffer: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    out: npt.NDArray[np.uint8],
+) -> None:
+    """Copy ``buffer[start[i] : start[i] + length[i]]`` to ``out[offsets[i]:]`` for every range (a
+    compiled loop: no index array of the output's size, as a numpy gather would need)."""
+    for i in range(start.shape[0]):
+        size = length[i]
+        out[offsets[i] : offsets[i] + size] = buffer[start[i] : start[i] + size]
+
+
+_gather_ranges = numba.njit(cache=True, nogil=True)(_gather_ranges_py)
 
 
 # ---------------------------------------------------------------- event schemas
@@ -462,11 +492,46 @@ def events_table(event_type: type[Event], events: list[Event], schema: pa.Schema
 
 def events_of_table(event_type: type[Event], table: pa.Table) -> list[Event]:
     """Event objects from an Arrow table of events (``ts`` as ns since the epoch)."""
-    columns = {
-        name: (column.cast(pa.int64()) if name == "ts" else column).to_pylist()
+    columns = [
+        (column.cast(pa.int64()) if name == "ts" else column).to_pylist()
         for name, column in zip(table.column_names, table.columns, strict=True)
-    }
-    names = list(columns)
-    return [
-        event_type(**dict(zip(names, values, strict=True))) for values in zip(*columns.values(), strict=True)
     ]
+    if not table.num_rows:
+        return []
+    key = (event_type, tuple(table.column_names))
+    make = _CONSTRUCTORS.get(key)
+    if make is None:
+        make = _CONSTRUCTORS[key] = _constructor(*key)
+    return list(map(make, *columns))
+
+
+_CONSTRUCTORS: dict[tuple[type[Event], tuple[str, ...]], Callable[..., Event]] = {}
+
+
+def _constructor(event_type: type[Event], names: tuple[str, ...]) -> Callable[..., Event]:
+    """A function of the values of ``names`` (in that order) making ``event_type(name=value, ...)``:
+    table rows become events without a dict per row. When ``names`` are all the fields of a slotted
+    event type without ``__post_init__``, the fields are set through their slot descriptors, which is
+    what the frozen dataclass ``__init__`` does, minus its per-field name lookups."""
+    fields = [f.name for f in dataclasses.fields(event_type)]
+    if not set(names) <= set(fields):
+        raise ValueError(f"{event_type.__name__} has no fields {sorted(set(names) - set(fields))}")
+    params = ", ".join(f"v{i}" for i in range(len(names)))
+    namespace: dict[str, Any] = {"event_type": event_type, "new": object.__new__}
+    slots = {name: getattr(event_type, name, None) for name in names}
+    if (
+        sorted(names) == sorted(fields)
+        and not hasattr(event_type, "__post_init__")
+        and all(type(slot) is types.MemberDescriptorType for slot in slots.values())
+    ):
+        lines = [f"def make({params}):", "    event = new(event_type)"]
+        for i, name in enumerate(names):
+            namespace[f"set{i}"] = slots[name].__set__  # type: ignore[union-attr]
+            lines.append(f"    set{i}(event, v{i})")
+        lines.append("    return event")
+    else:
+        keywords = ", ".join(f"{name}=v{i}" for i, name in enumerate(names))
+        lines = [f"def make({params}):", f"    return event_type({keywords})"]
+    exec("\n".join(lines) + "\n", namespace)  # noqa: S102 - generated from field names only
+    make: Callable[..., Event] = namespace["make"]
+    return make

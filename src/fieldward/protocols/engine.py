@@ -176,6 +176,53 @@ class _FastBlock:
     """Rows emitted so far."""
 
 
+def unique_ids(ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """``np.unique(ids, return_inverse=True)`` for non-negative ids (flow ids): when they lie close
+    together, by marking them in an array spanning their range (linear) instead of sorting them."""
+    n = ids.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.intp)
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high - low >= 4 * n + 1024:
+        flows, inverse = np.unique(ids, return_inverse=True)
+        return flows.astype(np.int64), inverse.reshape(-1).astype(np.intp)
+    local = ids - low
+    seen = np.zeros(high - low + 1, dtype=np.bool_)
+    seen[local] = True
+    rank = np.cumsum(seen, dtype=np.intp) - 1
+    return np.flatnonzero(seen).astype(np.int64) + low, rank[local]
+
+
+MAX_MERGE_SLICES = 64
+"""Up to this many runs, tables merged in position order are cut into slices (no copy) instead of
+gathered row by row (``take``, which copies every column)."""
+
+
+def _merge_tables(parts: list[tuple[npt.NDArray[np.intp], pa.Table]]) -> pa.Table:
+    """The rows of several tables of one event type, ordered by position (stable: rows of the same
+    position keep the order of ``parts``). ``positions`` are non-decreasing within each table."""
+    positions = np.concatenate([p for p, _ in parts])
+    order = np.argsort(positions, kind="stable")
+    tables = [t for _, t in parts]
+    if order.shape[0] == 0:
+        return pa.concat_tables(tables)
+    firsts = np.zeros(len(tables) + 1, dtype=np.int64)
+    np.cumsum([t.num_rows for t in tables], out=firsts[1:])
+    # Runs of consecutive rows of one table: a run ends where the next row is not the row right
+    # after, or is the first row of the next table.
+    follow = order[1:]
+    breaks = np.flatnonzero((follow != order[:-1] + 1) | np.isin(follow, firsts[1:-1])) + 1
+    if breaks.shape[0] + 1 > MAX_MERGE_SLICES:
+        return pa.concat_tables(tables).take(order)
+    run_starts = np.concatenate([[0], breaks])
+    run_ends = np.concatenate([breaks, [order.shape[0]]])
+    slices = []
+    for begin, end in zip(order[run_starts].tolist(), (order[run_ends - 1] + 1).tolist(), strict=True):
+        k = int(np.searchsorted(firsts, begin, side="right")) - 1
+        slices.append(tables[k].slice(begin - int(firsts[k]), end - begin))
+    return pa.concat_tables(slices)
+
+
 def _schema(event_type: type[Event]) -> pa.Schema:
     schema = _SCHEMAS.get(event_type)
     if schema is None:
@@ -708,7 +755,7 @@ class ProtocolEngine:
             sel = np.flatnonzero(proto == index)
             if sel.shape[0] == 0:
                 continue
-            flows, inverse = np.unique(datagrams.flow_id[sel], return_inverse=True)
+            flows, inverse = unique_ids(datagrams.flow_id[sel])
             infos: list[FlowInfo] = []
             active = np.zeros(flows.shape[0], dtype=np.bool_)
             for k, flow in enumerate(flows.tolist()):
@@ -1095,9 +1142,7 @@ class ProtocolEngine:
             if len(parts) == 1:
                 self._emit_table(parts[0][1], event_type)
                 continue
-            order = np.argsort(np.concatenate([p for p, _ in parts]), kind="stable")
-            table = pa.concat_tables([t for _, t in parts]).take(order)
-            self._emit_table(table, event_type)
+            self._emit_table(_merge_tables(parts), event_type)
 
     def _parse(self, flow: int, session: _Session, data: bytes, is_orig: bool, ts_ns: int) -> None:
         ctx = session.ctx

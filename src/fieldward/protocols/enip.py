@@ -39,13 +39,14 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from ipaddress import IPv4Address
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from fieldward.protocols.base import (
     BatchResult,
@@ -57,6 +58,7 @@ from fieldward.protocols.base import (
     PduContext,
     Transport,
     Verdict,
+    binary_array,
 )
 
 # ---------------------------------------------------------------------------------------- events
@@ -618,6 +620,13 @@ U32 = struct.Struct("<I")
 COMMAND_DATA = struct.Struct("<IHH")  # interface handle, timeout, item count
 SEQUENCED_ADDRESS = struct.Struct("<II")
 IO_FAST_HEADER = 2 + 4 + SEQUENCED_ADDRESS.size + 4
+RR_FAST_MESSAGE = HEADER.size + COMMAND_DATA.size + 8
+"""Offset of the CIP message in the common SendRRData layout: encapsulation header, interface handle,
+timeout, item count, then a Null Address item header and an Unconnected Data item header."""
+RR_FAST_HEAD = RR_FAST_MESSAGE + 6
+"""Bytes the TCP fast path reads of every PDU: up to the CIP service, the request path size (or the
+reply's reserved byte, general status and additional status size) and the first extended status word."""
+RR_FAST_ITEMS = [CPF_NULL_ADDRESS, CPF_UNCONNECTED_DATA]
 """Item count, Sequenced Address item (header + 8 bytes) and Connected Data item header."""
 SOCKADDR = struct.Struct(">hH4s8s")
 IDENTITY = struct.Struct("<H16sHHHBBHIB")
@@ -766,6 +775,13 @@ def parse_epath(data: bytes) -> EPath:
             break
     path.text = "/".join(parts)
     return path
+
+
+@lru_cache(maxsize=4096)
+def _cached_epath(data: bytes) -> EPath:
+    """:func:`parse_epath` of a request path, remembered: a plant polls the same few tags over and over
+    (callers must not change the result)."""
+    return parse_epath(data)
 
 
 def walk_cpf(data: bytes, offset: int) -> tuple[list[tuple[int, bytes]], str | None]:
@@ -937,6 +953,180 @@ class EnipDissector(Dissector):
             },
         )
         return BatchResult(handled, (io,))
+
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult:
+        """Columnar fast path for the common explicit message over TCP: a SendRRData whose CPF is
+        exactly a Null Address item and an Unconnected Data item running to the end of the message, with
+        no options, carrying one plain CIP request (complete path, decoded without error) or reply
+        (complete additional status). Multiple Service Packets, Unconnected Send, Forward Open/Close,
+        Reset and everything else go to :meth:`parse`. Replies are named from their request by
+        ``apply``, which keeps the flow's pending requests (matched by sender context) as ``parse``
+        does."""
+        n = len(pdus)
+        h = pdus.heads(RR_FAST_HEAD).astype(np.int64)
+        length = pdus.length
+
+        def u16(at: int) -> npt.NDArray[np.int64]:
+            return h[:, at] | h[:, at + 1] << 8
+
+        def u32(at: int) -> npt.NDArray[np.int64]:
+            return u16(at) | u16(at + 2) << 16
+
+        m0 = RR_FAST_MESSAGE
+        encapsulated = u16(2)
+        message = length - m0
+        first = h[:, m0]
+        service = first & 0x7F
+        reply = (first & 0x80) != 0
+        words = h[:, m0 + 3]
+        common = (
+            (message >= 1)
+            & (u16(0) == SEND_RR_DATA)
+            & (encapsulated + HEADER.size == length)
+            & (u32(20) == 0)
+            & (u16(30) == len(RR_FAST_ITEMS))
+            & (u16(32) == CPF_NULL_ADDRESS)
+            & (u16(34) == 0)
+            & (u16(36) == CPF_UNCONNECTED_DATA)
+            & (u16(38) == message)
+            & (service != MULTIPLE_SERVICE_PACKET)
+        )
+        reply_ok = (
+            common
+            & reply
+            & (message >= 4)
+            & (4 + 2 * words <= message)
+            & ~np.isin(service, (FORWARD_OPEN, LARGE_FORWARD_OPEN, FORWARD_CLOSE))
+        )
+        request_ok = common & ~reply & (message >= 2) & (2 + 2 * h[:, m0 + 1] <= message) & (service != RESET)
+        services = service.tolist()
+        paths: list[EPath | None] = [None] * n
+        buffer = pdus.buffer
+        candidates = np.flatnonzero(request_ok)
+        path_start = (pdus.start[candidates] + m0 + 2).tolist()
+        path_end = (pdus.start[candidates] + m0 + 2 + 2 * h[candidates, m0 + 1]).tolist()
+        for i, start, end in zip(candidates.tolist(), path_start, path_end, strict=True):
+            path = _cached_epath(buffer[start:end].tobytes())
+            if path.error is not None or (
+                path.class_key == CONNECTION_MANAGER
+                and services[i] in (UNCONNECTED_SEND, FORWARD_OPEN, LARGE_FORWARD_OPEN, FORWARD_CLOSE)
+            ):
+                request_ok[i] = False
+            else:
+                paths[i] = path
+        handled: npt.NDArray[np.bool_] = request_ok | reply_ok
+        contexts = np.ascontiguousarray(h[:, 12:20].astype(np.uint8)).tobytes()
+        replies = reply.tolist()
+        answered_class: list[int | None] = [None] * n
+
+        def apply(dissector: EnipDissector, i: int) -> bool:
+            key = b"u" + contexts[8 * i : 8 * i + 8]
+            pending = dissector._pending
+            if replies[i]:
+                answered = _answered(pending.pop(key, None), services[i])
+                answered_class[i] = answered.class_key if answered is not None else None
+                return True
+            path = paths[i]
+            assert path is not None  # handled requests have a decoded path
+            pending[key] = _Request(services[i], path.class_key)
+            pending.move_to_end(key)
+            while len(pending) > MAX_PENDING:
+                pending.popitem(last=False)
+            return True
+
+        def build(rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+            m = rows.shape[0]
+            status = u32(8)[rows]
+            header = EventColumns(
+                EnipHeader,
+                rows,
+                {
+                    "enip_command_code": np.full(m, SEND_RR_DATA, dtype=np.int64),
+                    "enip_command": pa.array([ENIP_COMMANDS[SEND_RR_DATA]] * m, pa.string()),
+                    "length": encapsulated[rows],
+                    "session_handle": u32(4)[rows],
+                    "enip_status_code": status,
+                    "enip_status": pa.array(
+                        [ENIP_STATUSES.get(s, UNKNOWN) for s in status.tolist()], pa.string()
+                    ),
+                    "sender_context": binary_array(
+                        buffer, pdus.start[rows] + 12, np.full(m, 8, dtype=np.int64)
+                    ),
+                    "options": np.zeros(m, dtype=np.int64),
+                    "interface_handle": u32(24)[rows],
+                    "timeout": u16(28)[rows],
+                    "cpf_item_types": pa.ListArray.from_arrays(
+                        pa.array(np.arange(0, 2 * m + 1, 2, dtype=np.int32)),
+                        pa.array(np.tile(np.array(RR_FAST_ITEMS, dtype=np.int64), m)),
+                    ),
+                    "protocol_version": pa.nulls(m, pa.int64()),
+                    "capability_flags": pa.nulls(m, pa.int64()),
+                    "service_name": pa.nulls(m, pa.string()),
+                },
+            )
+            is_reply = reply[rows]
+            general = h[rows, m0 + 2]
+            has_extended = is_reply & (words[rows] >= 1)
+            extended = u16(m0 + 4)[rows]
+            names: list[str] = []
+            statuses: list[str | None] = []
+            extended_names: list[str | None] = []
+            class_ids: list[int | None] = []
+            class_names: list[str | None] = []
+            instances: list[int | None] = []
+            attributes: list[int | None] = []
+            texts: list[str | None] = []
+            for i, code, ext, has_ext in zip(
+                rows.tolist(), general.tolist(), extended.tolist(), has_extended.tolist(), strict=True
+            ):
+                if replies[i]:
+                    names.append(service_name(services[i], answered_class[i]))
+                    statuses.append(CIP_STATUSES.get(code, UNKNOWN))
+                    extended_names.append(extended_status_name(code, ext if has_ext else None))
+                    class_ids.append(None)
+                    class_names.append(None)
+                    instances.append(None)
+                    attributes.append(None)
+                    texts.append(None)
+                    continue
+                path = paths[i]
+                assert path is not None
+                names.append(service_name(services[i], path.class_key))
+                statuses.append(None)
+                extended_names.append(None)
+                class_id = path.class_id
+                class_ids.append(class_id)
+                class_names.append(CIP_CLASSES.get(class_id, UNKNOWN) if class_id is not None else None)
+                instances.append(path.instance_id)
+                attributes.append(path.attribute_id)
+                texts.append(path.text)
+            cip = EventColumns(
+                CipHeader,
+                rows,
+                {
+                    "cip_sequence_count": pa.nulls(m, pa.int64()),
+                    "connection_id": pa.nulls(m, pa.int64()),
+                    "direction": pa.array(np.where(is_reply, "response", "request").tolist(), pa.string()),
+                    "cip_service_code": service[rows],
+                    "cip_service": pa.array(names, pa.string()),
+                    "cip_status_code": pa.array(general, pa.int64(), mask=~is_reply),
+                    "cip_status": pa.array(statuses, pa.string()),
+                    "cip_extended_status_code": pa.array(extended, pa.int64(), mask=~has_extended),
+                    "cip_extended_status": pa.array(extended_names, pa.string()),
+                    "class_id": pa.array(class_ids, pa.int64()),
+                    "class_name": pa.array(class_names, pa.string()),
+                    "instance_id": pa.array(instances, pa.int64()),
+                    "attribute_id": pa.array(attributes, pa.int64()),
+                    "request_path": pa.array(texts, pa.string()),
+                    "route_path": pa.nulls(m, pa.string()),
+                    "parent_service_code": pa.nulls(m, pa.int64()),
+                    "reset_type": pa.nulls(m, pa.int64()),
+                },
+            )
+            return header, cip
+
+        return BatchResult(handled, apply=apply, build=build)
 
     def frame(self, data: bytes, is_orig: bool) -> int:
         if len(data) >= 2 and U16.unpack_from(data)[0] not in ENIP_COMMANDS:
