@@ -112,9 +112,11 @@ def _write(path: Path, document: object) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    tmp = tmp_path_factory.mktemp("trust-console")
+def start_plane(
+    request: pytest.FixtureRequest, tmp: Path, response: dict[str, Any] | None = None
+) -> Iterator[Plane]:
+    """A served console with the device plane on ``request.param`` (``sqlite`` or ``postgresql``);
+    ``response``: the response settings file (default: quarantine RTUs on high alerts)."""
     url = (
         f"sqlite:///{tmp / 'console.db'}"
         if request.param == "sqlite"
@@ -126,15 +128,14 @@ def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         handle.write(secrets.token_urlsafe(24))
     acme = make_manufacturer("Acme Sensors Manufacturing CA")
     (tmp / "acme-ca.pem").write_bytes(acme.root.public_bytes(PEM))
+    if response is None:
+        response = {"quarantine": [{"name": "rtu-on-high", "min_severity": "high", "types": ["rtu"]}]}
     options = {
         "trust": True,
         "trust_passphrase_file": passphrase,
         "trust_policy_file": _write(tmp / "policy.yaml", fleet_policy_document()),
         "trust_reference_values_file": _write(tmp / "reference.yaml", fleet_reference_document()),
-        "trust_quarantine_file": _write(
-            tmp / "quarantine.yaml",
-            {"quarantine": [{"name": "rtu-on-high", "min_severity": "high", "types": ["rtu"]}]},
-        ),
+        "trust_quarantine_file": _write(tmp / "quarantine.yaml", response),
         "trust_manufacturers_file": _write(
             tmp / "manufacturers.yaml",
             {"manufacturers": [{"name": "acme", "ca": "acme-ca.pem", "group": "acme"}]},
@@ -165,6 +166,11 @@ def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    yield from start_plane(request, tmp_path_factory.mktemp("trust-console"))
 
 
 def test_the_device_plane_is_off_by_default(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:

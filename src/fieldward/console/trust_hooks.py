@@ -15,6 +15,9 @@ Two joins with the sensor's data:
   is checked for open high/critical alerts on inventory devices linked to a device identity, each
   handed to :meth:`QuarantineService.on_alert` (the rules decide); a ``risk`` batch is followed by
   re-applying the update contribution of outdated devices (the sensor's rows overwrite it);
+- a ``devices`` batch, when the response settings allow automatic links (``links.auto``), is
+  checked for serial numbers and MACs that match device identities' attributes
+  (:class:`~fieldward.trust.autolink.LinkProposals`), as is every new enrollment;
 - :func:`apply_update_risk`: an outdated device identity (``trust_device_versions``) adds the risk
   model's ``update.outdated`` contribution (``device["update"]``, :mod:`fieldward.assess.risk`) to
   the risk of its linked inventory devices: the console re-scores them with the same model it uses
@@ -31,6 +34,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,6 +45,7 @@ from fieldward.console.settings import ConsoleSettings
 from fieldward.store.database import Database
 from fieldward.store.models import Device, DeviceRisk, utcnow
 from fieldward.store.trust_models import TrustDevice, TrustDeviceLink, TrustDeviceVersion
+from fieldward.trust.autolink import LinkProposals
 from fieldward.trust.broker import BrokerError, DynsecClient, SyncReport
 from fieldward.trust.ca import load_passphrase
 from fieldward.trust.context import SEVERITIES, DeviceContext
@@ -54,7 +59,13 @@ from fieldward.trust.quarantine import (
     database_audit,
     load_quarantine_settings,
 )
-from fieldward.trust.response import TrustLinks, alerts_to_quarantine, open_alert_severity
+from fieldward.trust.response import (
+    LinkRecord,
+    TrustLinks,
+    alerts_to_quarantine,
+    normalise_link,
+    open_alert_severity,
+)
 from fieldward.trust.service import TrustService, TrustServiceSettings
 from fieldward.trust.state import VersionRecord
 
@@ -65,6 +76,7 @@ __all__ = [
     "apply_update_risk",
     "build_trust",
     "mount_trust",
+    "serve_overrides",
     "trust_of",
 ]
 
@@ -140,14 +152,36 @@ class ConsoleTrust:
     links: TrustLinks
     broker: LazyBroker | None = None
     errors: dict[str, int] = field(default_factory=dict)
-    """Hook failures by kind (``response``, ``risk``, ``broker``), for diagnostics; never raised to
-    the sensor."""
+    """Hook failures by kind (``response``, ``risk``, ``broker``, ``link``), for diagnostics; never
+    raised to the sensor."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def count_error(self, kind: str, exc: BaseException) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
         log.warning("trust %s hook failed: %s", kind, type(exc).__name__)
+
+    @property
+    def proposals(self) -> LinkProposals:
+        """Device attributes and the inventory links they propose (and make, where allowed)."""
+        return self.service.link_proposals
+
+    def auto_link(
+        self, device_ids: Sequence[str] | None = None, *, values: Iterable[tuple[str, str]] | None = None
+    ) -> list[LinkRecord]:
+        """The automatic links the response settings allow (``links.auto``), each audited; the risk of
+        the newly linked inventory devices is re-scored with their identity's update status. Never
+        raises: errors are logged and counted (``link``)."""
+        if not self.proposals.settings.auto:
+            return []
+        try:
+            made = self.proposals.auto_link(device_ids, values=values)
+            if made:
+                apply_update_risk(self.database, sorted({link.device_id for link in made}))
+        except (SQLAlchemyError, TrustError) as exc:
+            self.count_error("link", exc)
+            return []
+        return made
 
     def sync_broker(self) -> SyncReport | None:
         """Make the broker's clients and ACLs equal to what the policy grants every device identity
@@ -228,6 +262,7 @@ def build_trust(
         )
         broker = LazyBroker(settings.trust_broker_host, settings.trust_broker_port, password)
     quarantine = QuarantineService(service.registry, rules, database_audit(database), broker=broker)
+    service.link_proposals = LinkProposals(database, links, rules.links, database_audit(database))
     trust = ConsoleTrust(settings, database, service, quarantine, links, broker)
     if broker is not None:
         quarantine.resync = trust.sync_broker  # a release restores the device's ACLs from the policy
@@ -241,7 +276,72 @@ def build_trust(
             trust.count_error("risk", exc)
 
     service.version_listeners.append(on_version)
+
+    def on_enrolled(device_id: str) -> None:
+        trust.auto_link([device_id])
+
+    service.enrollment_listeners.append(on_enrolled)
     return trust
+
+
+SERVE_CONFIG_KEYS = (
+    "passphrase_file",
+    "policy_file",
+    "reference_values_file",
+    "quarantine_file",
+    "manufacturers_file",
+    "public_url",
+    "broker_host",
+    "broker_port",
+    "broker_password_file",
+    "broker_sync_seconds",
+    "device_validity_hours",
+    "quarantine_ends",
+)
+"""Keys of ``fieldward serve --trust-config FILE``: each is the ``ConsoleSettings`` field
+``trust_<key>`` (docs/trust/console.md); keys ending in ``_file`` are paths relative to FILE."""
+
+
+def serve_overrides(trust: bool | None, config: Path | None) -> dict[str, object]:
+    """The ``ConsoleSettings`` overrides of ``fieldward serve --trust/--no-trust --trust-config FILE``
+    (they win over the ``FIELDWARD_TRUST*`` environment). ``--trust-config`` implies ``--trust``
+    unless ``--no-trust`` is given. TrustError names an unreadable file, an unknown key or a bad
+    value."""
+    import yaml
+    from pydantic import ValidationError
+
+    values: dict[str, object] = {}
+    if config is not None:
+        try:
+            document = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise TrustError(f"{config}: cannot read the trust settings: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise TrustError(f"{config}: not valid YAML: {exc}") from None
+        if document is None:
+            document = {}
+        if not isinstance(document, dict):
+            raise TrustError(f"{config}: expected a mapping of trust settings")
+        if unknown := sorted(str(k) for k in set(document) - set(SERVE_CONFIG_KEYS)):
+            raise TrustError(
+                f"{config}: unknown key(s) {', '.join(unknown)}; known: {', '.join(SERVE_CONFIG_KEYS)}"
+            )
+        for key, value in document.items():
+            if key.endswith("_file") and isinstance(value, str) and value:
+                value = str((config.parent / Path(value).expanduser()).resolve())
+            values[f"trust_{key}"] = value
+        values["trust"] = True if trust is None else trust
+    elif trust is not None:
+        values["trust"] = trust
+    try:
+        ConsoleSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']).removeprefix('trust_')}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise TrustError(f"{config if config is not None else '--trust'}: {problems}") from None
+    return values
 
 
 def mount_trust(app: FastAPI, trust: ConsoleTrust) -> None:
@@ -289,8 +389,28 @@ def after_ingest(app: FastAPI, sensor_id: int, kind: str, records: Sequence[Any]
             respond_to_alerts(trust, sensor_id, (str(k) for k in keys if isinstance(k, str | int)))
         elif kind == "risk":  # a sensor's risk rows replace the console's re-scored ones
             apply_update_risk(trust.database, None, sensor_id=sensor_id)
+        elif kind == "devices" and trust.proposals.settings.auto:  # new serials/MACs may match
+            values = _inventory_values(records)
+            if values:
+                trust.auto_link(values=values)
     except (SQLAlchemyError, TrustError, OSError) as exc:
         trust.count_error("response" if kind == "alerts" else "risk", exc)
+
+
+def _inventory_values(records: Sequence[Any]) -> list[tuple[str, str]]:
+    """The (kind, value) pairs an inventory batch reports, normalised as attributes are."""
+    found: set[tuple[str, str]] = set()
+    for record in records:
+        if not isinstance(record, Mapping):
+            continue
+        for kind in ("serial", "mac"):
+            value = record.get(kind)
+            if isinstance(value, str) and value:
+                try:
+                    found.add((kind, normalise_link(kind, value)))
+                except TrustError:
+                    continue  # not a usable serial or MAC: it matches no attribute
+    return sorted(found)
 
 
 # -- running versions in the risk score ----------------------------------------------------------

@@ -54,16 +54,20 @@ from fieldward.store.base import Base
 from fieldward.store.models import UTCDateTime, utcnow
 
 __all__ = [
+    "ATTRIBUTE_SOURCES",
     "LINK_KINDS",
     "PROFILES",
     "TrustCertificate",
+    "TrustChallenge",
     "TrustDevice",
+    "TrustDeviceAttribute",
     "TrustDeviceLink",
     "TrustDeviceVersion",
     "TrustEnrollmentToken",
     "TrustFailureDevice",
     "TrustFailureReport",
     "TrustGroup",
+    "TrustLinkRejection",
     "TrustVerdict",
 ]
 
@@ -71,6 +75,9 @@ PROFILES = ("device", "sensor", "console")
 """Certificate profiles of the FieldWard CA (``fieldward.trust.ca``)."""
 LINK_KINDS = ("inventory", "mac", "serial")
 """How a device identity is linked to inventory devices (``trust_device_links.kind``)."""
+ATTRIBUTE_SOURCES = ("idevid", "csr", "provisioning")
+"""Where a device attribute comes from: the manufacturer-signed IDevID certificate (trusted), the
+subject of the device's own CSR (claimed by the device), or a provisioning record (an operator)."""
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -246,3 +253,53 @@ class TrustDeviceVersion(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """The update client's last check and error, as it reported them."""
     reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class TrustChallenge(Base):
+    """A pending attestation challenge (nonce) of one device; ``used`` is set once, atomically."""
+
+    __tablename__ = "trust_challenges"
+    __table_args__ = (
+        Index("ix_trust_challenges_expires", "expires"),
+        Index("ix_trust_challenges_device_id", "device_id"),
+    )
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    expires: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False)
+    used: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class TrustDeviceAttribute(Base):
+    """A hardware attribute of a device identity (``serial`` or ``mac``, stored normalised like the
+    link values) and its source (:data:`ATTRIBUTE_SOURCES`)."""
+
+    __tablename__ = "trust_device_attributes"
+    __table_args__ = (
+        CheckConstraint("kind IN ('mac', 'serial')", name="kind"),
+        CheckConstraint("source IN ('idevid', 'csr', 'provisioning')", name="source"),
+        UniqueConstraint("device_id", "kind", "value", "source"),
+        Index("ix_trust_device_attributes_kind_value", "kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class TrustLinkRejection(Base):
+    """A link proposal (device identity, kind, value) an analyst rejected: never proposed again."""
+
+    __tablename__ = "trust_link_rejections"
+    __table_args__ = (UniqueConstraint("device_id", "kind", "value"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(255))
+    rejected_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

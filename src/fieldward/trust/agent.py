@@ -51,6 +51,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from fieldward.trust.attestation import boot_aggregate, sign_evidence
 from fieldward.trust.errors import TrustError
+from fieldward.trust.update_client import STATE_FILE as UPDATE_STATE_FILE
 from fieldward.trust.update_client import UpdateClient, UpdateOffer
 
 __all__ = [
@@ -233,6 +234,10 @@ class DeviceAgent:
         self.server_ca = Path(server_ca) if server_ca is not None else None
         self.timeout = timeout
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.last_report: dict[str, Any] | None = None
+        """The console's answer to the last version report (the recorded update status)."""
+        self.last_report_error: str | None = None
+        """Why the last automatic version report failed (None: it was sent)."""
 
     def __repr__(self) -> str:
         return f"DeviceAgent({self.base_url!r}, {str(self.state_dir)!r})"
@@ -453,9 +458,16 @@ class DeviceAgent:
         *,
         model: str | None = None,
         running_version: str | None = None,
+        report: bool = True,
     ) -> str | None:
-        """Check, download (TUF verifies length and hashes), hand the image to ``installer`` and
-        record the new running version; the installed version, or None when up to date."""
+        """Check, download (TUF verifies length and hashes), hand the image to ``installer``, record
+        the new running version and, with ``report``, tell the console (``POST
+        /trust/updates/report`` with the update client's :meth:`~UpdateClient.report`); the installed
+        version, or None when up to date.
+
+        A report that fails does not undo the installation: the error is logged (no secrets) and kept
+        in :attr:`last_report_error`; the next :meth:`report_version` (``fieldward agent
+        report-version``) sends it again."""
         with self.client() as http:
             updates = self._update_client(http, model, running_version)
             offer = updates.check()
@@ -464,15 +476,47 @@ class DeviceAgent:
             image = updates.download(offer)
             installer(image, offer)
             updates.mark_installed(offer.version)
-            return offer.version
+            body = updates.report()
+        if report:
+            try:
+                self.last_report = self._send_version(body)
+                self.last_report_error = None
+            except AgentError as exc:
+                self.last_report_error = str(exc)
+                log.warning("installed %s but could not report it: %s", offer.version, exc)
+        return offer.version
 
-    def report_version(self, running_version: str, *, last_error: str | None = None) -> dict[str, Any]:
+    def installed_version(self) -> str | None:
+        """The running version the update client recorded (``tuf/`` state), or None."""
+        try:
+            state = json.loads((self.state_dir / "tuf" / UPDATE_STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        value = state.get("installed_version") if isinstance(state, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    def _send_version(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        clean = {k: v for k, v in body.items() if v is not None and k != "device_id"}
+        if isinstance(clean.get("last_error"), str):
+            clean["last_error"] = clean["last_error"][:1000]
+        value: dict[str, Any] = self._call("POST", "/trust/updates/report", json=clean, expect=(202,)).json()
+        return value
+
+    def report_version(
+        self, running_version: str | None = None, *, last_error: str | None = None
+    ) -> dict[str, Any]:
         """Tell the console which version runs now (``POST /trust/updates/report``); the answer is
-        the recorded update status (``outdated``, ``newest_version``, ``days_behind``, ...)."""
-        body: dict[str, Any] = {"running_version": running_version}
+        the recorded update status (``outdated``, ``newest_version``, ``days_behind``, ...).
+        ``running_version`` None: the version the update client recorded (:meth:`installed_version`);
+        AgentError when there is none."""
+        version = running_version if running_version is not None else self.installed_version()
+        if not version:
+            raise AgentError("no running version known: give one (--running-version) or install an update")
+        body: dict[str, Any] = {"running_version": version}
         if last_error is not None:
-            body["last_error"] = last_error[:1000]
-        value: dict[str, Any] = self._call("POST", "/trust/updates/report", json=body, expect=(202,)).json()
+            body["last_error"] = last_error
+        value = self._send_version(body)
+        self.last_report, self.last_report_error = value, None
         return value
 
     # -- failure reports ----------------------------------------------------------------------------
@@ -533,6 +577,11 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--model")
     update.add_argument("--running-version")
     update.add_argument("--install-to", type=Path, help="Copy the verified image here and mark it installed")
+    version = commands.add_parser(
+        "report-version", help="Tell the console which version runs (default: the last installed update)"
+    )
+    version.add_argument("--running-version", help="The running version (else the installed update's)")
+    version.add_argument("--last-error", help="The last update error to report with it")
     report = commands.add_parser("report", help="Send a failure report")
     report.add_argument("--kind", default="error", choices=["crash", "error", "watchdog", "update"])
     report.add_argument("--component", required=True)
@@ -579,7 +628,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.copyfile(image, target / image.name)
 
         version = agent.install_update(install, model=args.model, running_version=args.running_version)
-        return {"installed": version}
+        result: dict[str, Any] = {"installed": version}
+        if version is not None:
+            result["reported"] = agent.last_report_error is None
+            if agent.last_report is not None:
+                result["status"] = agent.last_report
+        return result
+    if args.command == "report-version":
+        return agent.report_version(args.running_version, last_error=args.last_error)
     if args.command == "report":
         return agent.report_failure(args.kind, args.component, args.message, count=args.count)
     return agent.status()

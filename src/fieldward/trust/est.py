@@ -62,6 +62,7 @@ __all__ = [
     "CSRATTRS_DER",
     "EST_PREFIX",
     "ESTSettings",
+    "EnrollmentHook",
     "Manufacturer",
     "RenewalGate",
     "TLSExtensionH11Protocol",
@@ -299,6 +300,10 @@ def _credentials(request: Request) -> str | None:
     return None
 
 
+EnrollmentHook = Callable[[str, str, Sequence[x509.Certificate], x509.CertificateSigningRequest], None]
+"""``(device id, bootstrap, IDevID chain (empty for a token), CSR)`` after an initial enrollment."""
+
+
 def _idevid_id(certificate: x509.Certificate) -> str | None:
     for oid in (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME):
         values = certificate.subject.get_attributes_for_oid(oid)
@@ -325,8 +330,13 @@ def est_router(
     settings: ESTSettings | None = None,
     renewal_gate: RenewalGate = allow_renewal,
     clock: Callable[[], dt.datetime] | None = None,
+    on_enrolled: EnrollmentHook | None = None,
 ) -> APIRouter:
-    """The RFC 7030 routes for ``ca``, to be mounted at the application root (prefix included)."""
+    """The RFC 7030 routes for ``ca``, to be mounted at the application root (prefix included).
+
+    ``on_enrolled`` is called after each initial enrollment with the device id, the bootstrap
+    (``token`` or ``idevid``), the verified IDevID chain (empty for a token) and the CSR; it must
+    not raise (an exception is logged by type and the enrollment still succeeds)."""
     config = settings if settings is not None else ESTSettings()
     now = clock if clock is not None else (lambda: dt.datetime.now(dt.UTC))
     router = APIRouter(prefix=EST_PREFIX, tags=["est"])
@@ -434,6 +444,11 @@ def est_router(
                 validity=group_validity(group),
                 now=moment,
             )
+            if on_enrolled is not None:
+                try:
+                    on_enrolled(device_id, bootstrap, certificates, csr)
+                except Exception as exc:  # the device has its certificate: never fail it here
+                    log.warning("enrollment hook failed for %s: %s", device_id, type(exc).__name__)
         except _RefusedError as exc:
             log.info("EST enrollment refused: %s", exc.detail)
             return refused(exc)

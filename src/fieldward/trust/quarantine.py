@@ -32,6 +32,7 @@ import yaml
 
 from fieldward.store.database import Database
 from fieldward.store.models import AuditLog
+from fieldward.trust.autolink import LinkSettings
 from fieldward.trust.broker import BrokerError, role_name
 from fieldward.trust.context import SEVERITIES, severity_rank
 from fieldward.trust.errors import TrustError
@@ -112,15 +113,20 @@ class QuarantineRule:
 
 @dataclass(frozen=True, slots=True)
 class QuarantineSettings:
-    """The automatic response; no rules means alerts never quarantine by themselves."""
+    """The automatic response; no rules means alerts never quarantine by themselves. ``links``: when
+    device identities are linked to inventory devices without an analyst
+    (:class:`~fieldward.trust.autolink.LinkSettings`; off by default), since a link decides which
+    device an alert quarantines."""
 
     rules: tuple[QuarantineRule, ...] = ()
+    links: LinkSettings = field(default_factory=LinkSettings)
 
     @classmethod
     def from_mapping(cls, document: object, source: str = "<quarantine>") -> QuarantineSettings:
-        """From ``{"quarantine": [{"name", "min_severity", "groups", "types", "alert_types"}, ...]}``."""
-        if not isinstance(document, Mapping) or set(document) - {"quarantine"}:
-            raise TrustError(f"{source}: expected a mapping with one key, 'quarantine'")
+        """From ``{"quarantine": [{"name", "min_severity", "groups", "types", "alert_types"}, ...],
+        "links": {"auto": "off" | "serial" | [kinds], "sources": [...]}}`` (``links`` optional)."""
+        if not isinstance(document, Mapping) or set(document) - {"quarantine", "links"}:
+            raise TrustError(f"{source}: expected a mapping with 'quarantine' (and optionally 'links')")
         entries = document.get("quarantine") or []
         if not isinstance(entries, list):
             raise TrustError(f"{source}: 'quarantine' must be a list of rules")
@@ -147,7 +153,7 @@ class QuarantineSettings:
             rules.append(
                 QuarantineRule(name, severity, lists["groups"], lists["types"], lists["alert_types"])
             )
-        return cls(tuple(rules))
+        return cls(tuple(rules), LinkSettings.from_mapping(document.get("links"), source))
 
     def rule_for(self, device: DeviceRecord, severity: str, alert_type: str | None) -> QuarantineRule | None:
         return next((rule for rule in self.rules if rule.matches(device, severity, alert_type)), None)

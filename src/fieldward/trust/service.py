@@ -24,9 +24,11 @@ trusted reverse proxy), checked by :meth:`CertificateAuthority.verify` (ours, un
 A device may ask only about itself; a ``console`` or ``sensor`` certificate may ask about any device
 and read the failure-report aggregates.
 
-Verdicts, failure aggregates and running versions are kept in the database (revision 0006,
-:mod:`fieldward.trust.state`), unless ``TrustServiceSettings.persist`` is False (benchmarks: in
-memory, guarded by a lock). The service is safe to share between uvicorn's worker threads.
+Verdicts, failure aggregates, running versions (revision 0006) and pending attestation challenges
+(revision 0009) are kept in the database (:mod:`fieldward.trust.state`), so a challenge issued by
+one uvicorn worker may be answered at another and is accepted once across all of them, unless
+``TrustServiceSettings.persist`` is False (benchmarks: in memory, guarded by a lock). The service is
+safe to share between uvicorn's worker threads.
 """
 
 from __future__ import annotations
@@ -60,15 +62,18 @@ from fieldward.trust.attestation import (
     Verifier,
     load_reference_values,
 )
+from fieldward.trust.autolink import LinkProposals
 from fieldward.trust.ca import CASettings, CertificateAuthority, identity_of, load_passphrase
 from fieldward.trust.context import DeviceContext, severity_rank
 from fieldward.trust.errors import TrustError
 from fieldward.trust.est import ESTSettings, TLSExtensionH11Protocol, est_router, peer_certificates
 from fieldward.trust.policy import ACTIONS, Decision, Policy, PolicyEngine, load_policy
 from fieldward.trust.registry import TrustRegistry
+from fieldward.trust.response import TrustLinks
 from fieldward.trust.revocation import revocation_router
 from fieldward.trust.state import (
     DatabaseFailureReports,
+    DatabaseNonceStore,
     DatabaseVerdictStore,
     FailureRow,
     VersionBook,
@@ -129,7 +134,8 @@ class TrustServiceSettings:
     max_devices_per_failure: int = 100
     """Device ids remembered per aggregate (the count is exact regardless)."""
     persist: bool = True
-    """Verdicts and failure reports in the database (revision 0006); False: in memory only."""
+    """Verdicts, failure reports and attestation challenges in the database (revisions 0006, 0009);
+    False: in memory only, for one process."""
 
     def directory(self) -> Path:
         return self.data_dir if self.data_dir is not None else data_dir()
@@ -315,9 +321,11 @@ class TrustService:
             else ReferenceValues()
         )
         self.verdict_store = DatabaseVerdictStore(database) if settings.persist else None
+        self.nonce_store = DatabaseNonceStore(database, clock=self._clock) if settings.persist else None
         self.verifier = Verifier(
             self.reference_values,
             self.device_of_chain,
+            nonce_store=self.nonce_store,
             verdict_store=self.verdict_store,
             model_of=self._enrolled_model,
             nonce_ttl=settings.nonce_ttl,
@@ -338,6 +346,11 @@ class TrustService:
             else FailureReports(settings.max_failure_signatures, settings.max_devices_per_failure)
         )
         self.versions = VersionBook(database)
+        self.link_proposals = LinkProposals(database, TrustLinks(database))
+        """Device attributes (serial, MAC) recorded at enrollment and the inventory links they propose;
+        the console replaces it with one carrying its settings and audit (docs/trust/console.md)."""
+        self.enrollment_listeners: list[Callable[[str], None]] = []
+        """Called with the device id after each initial enrollment (the console's automatic links)."""
         self.verdict_listeners: list[Callable[[AttestationResult], None]] = []
         """Called with every new verdict (the quarantine engine subscribes here)."""
         self.version_listeners: list[Callable[[VersionRecord, bool], None]] = []
@@ -511,6 +524,26 @@ class TrustService:
                 log.exception("version listener %r failed", listener)
         return record
 
+    # -- enrollment -------------------------------------------------------------------------------
+
+    def enrolled(
+        self,
+        device_id: str,
+        bootstrap: str,
+        idevid_chain: Sequence[x509.Certificate],
+        csr: x509.CertificateSigningRequest,
+    ) -> None:
+        """After an initial enrollment (EST): record the device's serial number and MAC address from
+        its IDevID and CSR (:meth:`LinkProposals.record_enrollment`), then call every
+        ``enrollment_listeners`` callback."""
+        if self.settings.persist:
+            self.link_proposals.record_enrollment(device_id, bootstrap, idevid_chain, csr)
+        for listener in list(self.enrollment_listeners):
+            try:
+                listener(device_id)
+            except Exception:
+                log.exception("enrollment listener %r failed", listener)
+
     # -- failure reports --------------------------------------------------------------------------
 
     def report_failure(self, device_id: str, body: Mapping[str, Any]) -> FailureAggregate | FailureRow | None:
@@ -561,6 +594,7 @@ class TrustService:
                 settings=self.settings.est,
                 renewal_gate=self.renewal_gate,
                 clock=self._clock,
+                on_enrolled=self.enrolled,
             ),
             revocation_router(self.ca),
             tuf_router(self.updates),

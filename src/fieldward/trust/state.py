@@ -9,7 +9,11 @@ aggregates and running versions, so that a restart or a second console worker se
   ``trust_failure_devices`` row, so counts stay exact under concurrent writers;
 - :class:`VersionBook` records each device's running version (``trust_device_versions``) from its
   update client's report or its attested firmware version, with the update status against the TUF
-  repository (:func:`fieldward.trust.updates.update_status`).
+  repository (:func:`fieldward.trust.updates.update_status`);
+- :class:`DatabaseNonceStore` implements the verifier's ``NonceStore`` (``trust_challenges``,
+  revision 0009): a challenge issued by one console worker or process can be answered at another,
+  and a nonce is spent by one conditional UPDATE, so it is accepted at most once even when two
+  processes receive the same evidence at the same moment.
 
 Each method runs in its own short transaction and returns plain records.
 """
@@ -19,25 +23,28 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fieldward.store.database import Database
 from fieldward.store.trust_models import (
+    TrustChallenge,
     TrustDeviceVersion,
     TrustFailureDevice,
     TrustFailureReport,
     TrustVerdict,
 )
-from fieldward.trust.attestation import AttestationResult, Verdict
+from fieldward.trust.attestation import AttestationResult, NonceStatus, Verdict
+from fieldward.trust.errors import TrustError
 
 __all__ = [
     "DatabaseFailureReports",
+    "DatabaseNonceStore",
     "DatabaseVerdictStore",
     "FailureRow",
     "VersionBook",
@@ -149,6 +156,115 @@ class DatabaseVerdictStore:
                 .offset(offset)
             )
             return [_result(row) for row in rows], total
+
+
+# -- attestation challenges -----------------------------------------------------------------------
+
+
+class DatabaseNonceStore:
+    """Single-use attestation nonces in ``trust_challenges`` (a ``NonceStore``).
+
+    ``consume`` is one ``UPDATE ... SET used = :now WHERE nonce = :n AND device_id = :d AND used IS
+    NULL AND expires > :now``: the database serialises concurrent updates of the row (PostgreSQL
+    re-checks the condition after a concurrent writer commits, SQLite holds its write lock), so
+    exactly one caller sees a changed row. Only when nothing changed is the row read, to say why
+    (unknown, another device's, replayed, expired). Spent nonces stay until they expire so a replay
+    is reported as one; rows expired for more than ``keep`` are deleted, at most every
+    ``purge_seconds`` per process. A device may hold at most ``max_per_device`` open challenges
+    (TrustError beyond: a device, or a stolen certificate, cannot fill the table).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        max_per_device: int = 32,
+        keep: dt.timedelta = dt.timedelta(hours=1),
+        purge_seconds: float = 60.0,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.database = database
+        self.max_per_device = max_per_device
+        self.keep = keep
+        self.purge_seconds = purge_seconds
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._last_purge = float("-inf")
+        self._lock = threading.Lock()
+
+    def issue(self, device_id: str, nonce: str, expires_at: dt.datetime) -> None:
+        now = _utc(self._clock())
+        self._maybe_purge(now)
+        with self.database.session() as session:
+            open_now = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(TrustChallenge)
+                    .where(
+                        TrustChallenge.device_id == device_id,
+                        TrustChallenge.used.is_(None),
+                        TrustChallenge.expires > now,
+                    )
+                )
+                or 0
+            )
+            if open_now >= self.max_per_device:
+                raise TrustError(f"too many outstanding attestation challenges for device {device_id}")
+            session.add(TrustChallenge(nonce=nonce, device_id=device_id, expires=_utc(expires_at)))
+
+    def consume(self, device_id: str, nonce: str, now: dt.datetime) -> NonceStatus:
+        moment = _utc(now)
+        if not nonce or len(nonce) > 64:
+            return NonceStatus.UNKNOWN
+        with self.database.session() as session:
+            spent = session.execute(
+                update(TrustChallenge)
+                .where(
+                    TrustChallenge.nonce == nonce,
+                    TrustChallenge.device_id == device_id,
+                    TrustChallenge.used.is_(None),
+                    TrustChallenge.expires > moment,
+                )
+                .values(used=moment)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(spent, "rowcount", 0) == 1:
+                return NonceStatus.OK
+        with self.database.session() as session:
+            row = session.get(TrustChallenge, nonce)
+            if row is None:
+                return NonceStatus.UNKNOWN
+            if row.device_id != device_id:
+                return NonceStatus.WRONG_DEVICE
+            if row.used is not None:
+                return NonceStatus.REPLAYED
+            row.used = moment  # expired: spent too, so a later answer is a replay
+            return NonceStatus.EXPIRED
+
+    def _maybe_purge(self, now: dt.datetime) -> None:
+        with self._lock:
+            if time.monotonic() - self._last_purge < self.purge_seconds:
+                return
+            self._last_purge = time.monotonic()
+        self.purge(now)
+
+    def purge(self, now: dt.datetime | None = None) -> int:
+        """Delete challenges expired for more than ``keep``; how many."""
+        limit = _utc(now if now is not None else self._clock()) - self.keep
+        with self.database.session() as session:
+            result = session.execute(
+                delete(TrustChallenge)
+                .where(TrustChallenge.expires < limit)
+                .execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def outstanding(self, device_id: str | None = None) -> int:
+        """Challenges not yet answered (expired ones included until purged)."""
+        where: list[ColumnElement[bool]] = [TrustChallenge.used.is_(None)]
+        if device_id is not None:
+            where.append(TrustChallenge.device_id == device_id)
+        with self.database.sessionmaker() as session:
+            return int(session.scalar(select(func.count()).select_from(TrustChallenge).where(*where)) or 0)
 
 
 # -- failure reports ------------------------------------------------------------------------------

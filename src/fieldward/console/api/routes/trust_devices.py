@@ -1,6 +1,7 @@
 """The device plane for analysts (``/api/v1/trust``): device identities with their verdict, running
 version, quarantine and links to the inventory; verdicts; aggregated failure reports; the analyst's
-quarantine, release and link actions (docs/trust/console.md).
+quarantine, release and link actions; link proposals from the identities' serial numbers and MAC
+addresses matched against the inventory, which an analyst confirms or rejects (docs/trust/console.md).
 
 The lists read the trust tables and answer whether or not the device plane is mounted; the actions
 need it (``ConsoleSettings.trust``) and answer 409 otherwise. Every action is in the audit log:
@@ -30,6 +31,7 @@ from fieldward.store.trust_models import (
     TrustGroup,
     TrustVerdict,
 )
+from fieldward.trust.autolink import LinkProposals
 from fieldward.trust.errors import TrustError
 from fieldward.trust.response import TrustLinks
 
@@ -96,8 +98,41 @@ class TrustDevicePublic(BaseModel):
     version: VersionPublic | None
 
 
+class AttributePublic(BaseModel):
+    kind: Literal["serial", "mac"]
+    value: str
+    source: Literal["idevid", "csr", "provisioning"] = Field(
+        description="The device's IDevID (manufacturer-signed), its CSR (claimed) or a provisioning record"
+    )
+
+
 class TrustDeviceDetail(TrustDevicePublic):
     links: list[LinkPublic]
+    attributes: list[AttributePublic] = Field(description="Serial numbers and MACs known for the identity")
+
+
+class AttributeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["serial", "mac"]
+    value: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+
+
+class ProposalPublic(BaseModel):
+    device_id: str
+    kind: Literal["serial", "mac"]
+    value: str
+    sources: list[str] = Field(description="Where the identity's attribute comes from")
+    inventory_ids: list[int] = Field(description="Inventory devices with exactly this serial or MAC")
+    others: list[str] = Field(description="Other identities with the same attribute (ambiguous)")
+    automatic: bool = Field(description="Whether the response settings would link it without an analyst")
+
+
+class ProposalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    kind: Literal["serial", "mac"]
+    value: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    reason: str | None = Field(default=None, max_length=1000, pattern=NO_NUL)
 
 
 class FailurePublic(BaseModel):
@@ -206,6 +241,15 @@ def _links(request: Request, session: Session) -> TrustLinks:
     return trust.links if trust is not None else TrustLinks(request.app.state.database)
 
 
+def _proposals(request: Request) -> LinkProposals:
+    """The plane's (with its settings), else one reading the tables (no automatic links)."""
+    trust = trust_of(request.app)
+    if trust is not None:
+        return trust.proposals
+    database = request.app.state.database
+    return LinkProposals(database, TrustLinks(database))
+
+
 @router.get(
     "/devices",
     operation_id="trust_devices_list",
@@ -264,7 +308,11 @@ def _detail(request: Request, session: Session, device_id: str) -> TrustDeviceDe
         )
         for link in _links(request, session).links(device_id)
     ]
-    return TrustDeviceDetail(**device.model_dump(), links=links)
+    attributes = [
+        AttributePublic(kind=a.kind, value=a.value, source=a.source)  # type: ignore[arg-type]  # CHECKed
+        for a in _proposals(request).attributes(device_id)
+    ]
+    return TrustDeviceDetail(**device.model_dump(), links=links, attributes=attributes)
 
 
 @router.get(
@@ -397,6 +445,141 @@ def unlink_device(
         if version is not None and version.outdated:
             apply_update_risk(trust.database, None, released=matched)
     return Message(detail=f"link {link_id} removed")
+
+
+def _link_public(link: Any) -> LinkPublic:
+    return LinkPublic(
+        id=link.id,
+        kind=link.kind,
+        value=link.value,
+        created_by=link.created_by,
+        inventory_ids=list(link.inventory_ids),
+    )
+
+
+@router.post(
+    "/devices/{device_id}/attributes",
+    operation_id="trust_devices_add_attribute",
+    response_model=AttributePublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Record a device identity's serial number or MAC (a provisioning record; proposes links)",
+    **access("analyst", 404, 422),
+)
+def add_attribute(
+    device_id: DeviceId, body: AttributeCreate, request: Request, user: CurrentUser, session: SessionDep
+) -> AttributePublic:
+    if session.scalar(select(TrustDevice.id).where(TrustDevice.device_id == device_id)) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such device identity")
+    session.rollback()
+    try:
+        record = _proposals(request).record(device_id, body.kind, body.value, "provisioning")
+    except TrustError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    audit(session, user.username, "trust.attribute", device_id, kind=record.kind, value=record.value)
+    session.commit()
+    trust = trust_of(request.app)
+    if trust is not None:
+        trust.auto_link([device_id], values=[(record.kind, record.value)])
+    return AttributePublic(kind=body.kind, value=record.value, source="provisioning")
+
+
+@router.get(
+    "/link-proposals",
+    operation_id="trust_link_proposals",
+    response_model=Page[ProposalPublic],
+    summary="Links proposed from identities' serial numbers and MACs that match inventory devices",
+    **access("viewer"),
+)
+def list_proposals(
+    request: Request,
+    session: SessionDep,
+    paging: PagingDep,
+    device_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"),
+    ] = None,
+) -> Page[ProposalPublic]:
+    session.rollback()
+    proposals = _proposals(request)
+    found = proposals.proposals(None if device_id is None else [device_id], limit=10_000)
+    items = [
+        ProposalPublic(
+            device_id=p.device_id,
+            kind=p.kind,  # type: ignore[arg-type]  # the CHECK constraint keeps it one of two
+            value=p.value,
+            sources=list(p.sources),
+            inventory_ids=list(p.inventory_ids[:_SHOWN_DEVICES]),
+            others=list(p.others),
+            automatic=p.automatic(proposals.settings),
+        )
+        for p in found[paging.offset : paging.offset + paging.limit]
+    ]
+    return Page[ProposalPublic](items=items, total=len(found), limit=paging.limit, offset=paging.offset)
+
+
+@router.post(
+    "/link-proposals/confirm",
+    operation_id="trust_link_proposal_confirm",
+    response_model=LinkPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Confirm a proposed link (audited)",
+    **access("analyst", 404),
+)
+def confirm_proposal(
+    body: ProposalDecision, request: Request, user: CurrentUser, session: SessionDep
+) -> LinkPublic:
+    session.rollback()
+    try:
+        link = _proposals(request).confirm(body.device_id, body.kind, body.value, by=user.username)
+    except TrustError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None  # no such proposal
+    audit(
+        session,
+        user.username,
+        "trust.link",
+        body.device_id,
+        kind=link.kind,
+        value=link.value,
+        link=link.id,
+        proposal=True,
+    )
+    session.commit()
+    trust = trust_of(request.app)
+    if trust is not None:  # a newly linked outdated device counts in the risk at once
+        from fieldward.console.trust_hooks import apply_update_risk
+
+        apply_update_risk(trust.database, [body.device_id])
+    return _link_public(link)
+
+
+@router.post(
+    "/link-proposals/reject",
+    operation_id="trust_link_proposal_reject",
+    response_model=Message,
+    summary="Reject a proposed link: it is not proposed (nor made automatically) again (audited)",
+    **access("analyst", 404),
+)
+def reject_proposal(
+    body: ProposalDecision, request: Request, user: CurrentUser, session: SessionDep
+) -> Message:
+    session.rollback()
+    try:
+        _proposals(request).reject(
+            body.device_id, body.kind, body.value, by=user.username, reason=body.reason
+        )
+    except TrustError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None  # no such proposal
+    audit(
+        session,
+        user.username,
+        "trust.link.reject",
+        body.device_id,
+        kind=body.kind,
+        value=body.value,
+        reason=body.reason,
+    )
+    session.commit()
+    return Message(detail="proposal rejected")
 
 
 @router.get(
