@@ -322,7 +322,8 @@ class _CollectorPacing:
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
+def fewer_collections() -> Iterator[None]:
+    """Raise the garbage collector's thresholds for a run (see :data:`GC_THRESHOLDS`)."""
     old = gc.get_threshold()
     gc.set_threshold(*(max(a, b) for a, b in zip(old, GC_THRESHOLDS, strict=False)))
     try:
@@ -344,7 +345,7 @@ def analyze(
     behaviour (nothing is written for them), then judge ``captures`` against that baseline.
     """
     options = options or AnalysisOptions()
-    with _fewer_collections():
+    with fewer_collections():
         knowledge = Knowledge.load(options.baseline) if options.baseline is not None else Knowledge()
         if options.detect and options.learn_captures:
             learn_options = replace(options, inventory=False, write_flows=False)
@@ -362,7 +363,7 @@ def learn_baseline(
     options = options or AnalysisOptions()
     knowledge = knowledge if knowledge is not None else Knowledge()
     context = DetectionContext(options.detection, knowledge, learning=True)
-    with _fewer_collections():
+    with fewer_collections():
         _analyze(captures, None, replace(options, inventory=False, write_flows=False), None, context)
     knowledge.sources.extend(f"learned {Path(c).name}" for c in captures)
     return knowledge
@@ -375,95 +376,165 @@ def _analyze(
     progress: ProgressCallback | None,
     context: DetectionContext,
 ) -> AnalysisResult:
-    started = time.perf_counter()
-    weird = WeirdLog()
-    totals = TrafficTotals()
-    flows = FlowTable(options.flows, weird)
-    reassembler = FragmentReassembler(weird=weird)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    sink = FlowSink(out_dir / "flows.parquet" if (out_dir is not None and options.write_flows) else None)
-    events = EventWriter(out_dir / "events" if out_dir is not None else None)
-    registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
-    builder = InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
-    detection = DetectionEngine(weird=weird, context=context) if options.detect else None
-    consumers = [c for c in (builder, detection) if c is not None]
-    engine = ProtocolEngine(registry, EventFanout(events, consumers), weird, options.protocols)
-
-    def finished(table: pa.Table) -> None:
-        flow_ids = table.column("flow_id")
-        table = table.append_column("service", engine.services(flow_ids.to_numpy()))
-        if table.num_rows:
-            engine.close_flows(flow_ids.to_pylist())
-        if builder is not None:
-            builder.observe_flows(table)
-        if detection is not None:
-            detection.observe_flows(table)
-        sink.write(table)
-
-    pacing = _CollectorPacing()
-
-    def step(batch: PacketBatch, decoded: DecodedBatch) -> None:
-        if detection is not None and len(batch):
-            detection.observe_time(int(batch.ts_ns.min()))
-        if builder is not None:
-            builder.observe_batch(batch, decoded)
-        assignment = flows.update(batch, decoded)
-        engine.process(batch, decoded, assignment)
-        if len(batch):
-            finished(flows.expire(batch_time(batch.ts_ns)))
-
+    analysis = Analysis(out_dir, options, context)
     try:
         for capture in captures:
-            with open_capture(capture, batch_packets=options.batch_packets, weird=weird) as reader:
-                for batch, decoded, captured in iter_decoded(reader, weird, reassembler):
-                    if captured:
-                        totals.add(batch, decoded)
-                    step(batch, decoded)
-                    pacing.batch_done()
+            with open_capture(capture, batch_packets=options.batch_packets, weird=analysis.weird) as reader:
+                for batch in reader:
+                    analysis.feed(batch)
                     if progress is not None:
                         progress(str(capture), reader.position, reader.size)
-        leftover = reassembler.flush()
-        if leftover is not None and len(leftover):
-            step(leftover, decode_batch(leftover, weird))
-        finished(flows.finish())
-        engine.finish()
-    finally:
-        sink.close()
-        events.close()
-    inventory = builder.build() if builder is not None else None
-    if inventory is not None and out_dir is not None:
-        inventory.write(out_dir)
-    alerts: list[Alert] = []
-    suppressed: dict[str, int] = {}
-    if detection is not None:
-        detection.finish()
-        alerts = list(detection.alerts)
-        suppressed = dict(detection.alerts.suppressed)
-        if inventory is not None:
-            attribute_alerts(alerts, inventory)
+    except BaseException:
+        analysis.abort()
+        raise
+    return analysis.finish(captures)
+
+
+class Analysis:
+    """One streaming analysis: :meth:`feed` packet batches as they come (from files or from a live
+    interface), :meth:`flush` when time passes without packets, :meth:`finish` to write ``out_dir``.
+
+    ``analyze`` is this object fed from capture files, so a live sensor that feeds the same batches
+    gets the same results. Call :meth:`finish` (or :meth:`abort`) exactly once.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path | None,
+        options: AnalysisOptions | None = None,
+        context: DetectionContext | None = None,
+        *,
+        label: str = "",
+    ) -> None:
+        self.options = options = options or AnalysisOptions()
+        self.context = context if context is not None else DetectionContext(options.detection, Knowledge())
+        self.out_dir = out_dir
+        self.label = label
+        self.started = time.perf_counter()
+        self.weird = weird = WeirdLog()
+        self.totals = TrafficTotals()
+        self.flows = FlowTable(options.flows, weird)
+        self.reassembler = FragmentReassembler(weird=weird)
         if out_dir is not None:
-            write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
-            context.knowledge.save(out_dir / "baseline.json")
-            write_evidence(out_dir, alerts, captures)  # DIR/evidence/<id>.pcap, "evidence_pcap"
-    result = AnalysisResult(
-        captures=[str(c) for c in captures],
-        totals=totals,
-        flows=sink.rows,
-        flows_evicted=int(flows.stats.flows_evicted),
-        weird=weird,
-        dissected_flows=dict(engine.flows_by_protocol),
-        events=dict(events.counts),
-        elapsed_s=time.perf_counter() - started,
-        out_dir=out_dir,
-        inventory=inventory,
-        alerts=alerts,
-        alerts_suppressed=suppressed,
-        knowledge=context.knowledge if detection is not None else None,
-    )
-    if out_dir is not None:
-        (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
-    return result
+            out_dir.mkdir(parents=True, exist_ok=True)
+        self.sink = FlowSink(
+            out_dir / "flows.parquet" if (out_dir is not None and options.write_flows) else None
+        )
+        self.events = EventWriter(out_dir / "events" if out_dir is not None else None)
+        registry = Registry.default(plugins=options.plugins) if options.dissect else Registry()
+        self.builder = (
+            InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
+        )
+        self.detection = DetectionEngine(weird=weird, context=self.context) if options.detect else None
+        consumers = [c for c in (self.builder, self.detection) if c is not None]
+        self.engine = ProtocolEngine(registry, EventFanout(self.events, consumers), weird, options.protocols)
+        self._pacing = _CollectorPacing()
+        self._alerts_seen: set[str] = set()
+        self._done = False
+
+    def _finished(self, table: pa.Table) -> None:
+        flow_ids = table.column("flow_id")
+        table = table.append_column("service", self.engine.services(flow_ids.to_numpy()))
+        if table.num_rows:
+            self.engine.close_flows(flow_ids.to_pylist())
+        if self.builder is not None:
+            self.builder.observe_flows(table)
+        if self.detection is not None:
+            self.detection.observe_flows(table)
+        self.sink.write(table)
+
+    def _step(self, batch: PacketBatch, decoded: DecodedBatch) -> None:
+        if self.detection is not None and len(batch):
+            self.detection.observe_time(int(batch.ts_ns.min()))
+        if self.builder is not None:
+            self.builder.observe_batch(batch, decoded)
+        assignment = self.flows.update(batch, decoded)
+        self.engine.process(batch, decoded, assignment)
+        if len(batch):
+            self._finished(self.flows.expire(batch_time(batch.ts_ns)))
+
+    def feed(self, batch: PacketBatch) -> None:
+        """Analyse one batch (decoded, reassembled, dissected, judged), in capture order."""
+        for part, decoded, captured in iter_decoded((batch,), self.weird, self.reassembler):
+            if captured:
+                self.totals.add(part, decoded)
+            self._step(part, decoded)
+            self._pacing.batch_done()
+
+    def flush(self, now_ns: int) -> None:
+        """Time has reached ``now_ns`` (ns since the epoch) without packets: expire idle flows and let
+        time-based detectors run, as a later packet would have done."""
+        if self.detection is not None:
+            self.detection.observe_time(now_ns)
+        self._finished(self.flows.expire(now_ns))
+
+    def new_alerts(self) -> list[Alert]:
+        """Alerts raised since the last call (live reporting; cheap when there are none)."""
+        if self.detection is None or len(self.detection.alerts) == len(self._alerts_seen):
+            return []
+        fresh = [a for a in self.detection.alerts if a.id not in self._alerts_seen]
+        self._alerts_seen.update(a.id for a in fresh)
+        return fresh
+
+    def abort(self) -> None:
+        """Close the output files without building results (after an error)."""
+        if not self._done:
+            self._done = True
+            self.sink.close()
+            self.events.close()
+
+    def finish(self, captures: Sequence[str | Path] = ()) -> AnalysisResult:
+        """End the run: finish every flow, build the inventory and alerts, write ``out_dir``.
+
+        ``captures`` are the files holding the analysed packets, read again to cut each alert's
+        evidence capture (none: no evidence files).
+        """
+        if self._done:
+            raise FieldWardError("this analysis is already finished")
+        self._done = True
+        weird, out_dir, context, detection = self.weird, self.out_dir, self.context, self.detection
+        try:
+            leftover = self.reassembler.flush()
+            if leftover is not None and len(leftover):
+                self._step(leftover, decode_batch(leftover, weird))
+            self._finished(self.flows.finish())
+            self.engine.finish()
+        finally:
+            self.sink.close()
+            self.events.close()
+        inventory = self.builder.build() if self.builder is not None else None
+        if inventory is not None and out_dir is not None:
+            inventory.write(out_dir)
+        alerts: list[Alert] = []
+        suppressed: dict[str, int] = {}
+        if detection is not None:
+            detection.finish()
+            alerts = list(detection.alerts)
+            suppressed = dict(detection.alerts.suppressed)
+            if inventory is not None:
+                attribute_alerts(alerts, inventory)
+            if out_dir is not None:
+                write_alerts_jsonl(alerts, out_dir / "alerts.jsonl")
+                context.knowledge.save(out_dir / "baseline.json")
+                write_evidence(out_dir, alerts, captures)  # DIR/evidence/<id>.pcap, "evidence_pcap"
+        result = AnalysisResult(
+            captures=[str(c) for c in captures] or ([self.label] if self.label else []),
+            totals=self.totals,
+            flows=self.sink.rows,
+            flows_evicted=int(self.flows.stats.flows_evicted),
+            weird=weird,
+            dissected_flows=dict(self.engine.flows_by_protocol),
+            events=dict(self.events.counts),
+            elapsed_s=time.perf_counter() - self.started,
+            out_dir=out_dir,
+            inventory=inventory,
+            alerts=alerts,
+            alerts_suppressed=suppressed,
+            knowledge=context.knowledge if detection is not None else None,
+        )
+        if out_dir is not None:
+            (out_dir / "summary.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+        return result
 
 
 CLOCK_JUMP_NS = 3600 * 1_000_000_000
@@ -497,11 +568,13 @@ def attribute_alerts(alerts: Sequence[Alert], inventory: Inventory) -> None:
 
 
 __all__ = [
+    "Analysis",
     "AnalysisOptions",
     "AnalysisResult",
     "FieldWardError",
     "TrafficTotals",
     "analyze",
+    "fewer_collections",
     "iter_decoded",
     "learn_baseline",
 ]
