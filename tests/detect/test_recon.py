@@ -191,3 +191,23 @@ def test_arp_scan_but_not_a_router_refreshing_its_cache(tmp_path: Path) -> None:
     assert scans[0]["details"] == {"mac": SCANNER[0], "hosts": 40}
     assert scans[0]["first_ts"].startswith("2023-11-14T22:15:00")  # the scan's first request
     assert scans[0]["evidence_pcap"] is not None  # flowless: cut by address and time
+
+
+def test_scan_in_a_nanosecond_capture(tmp_path: Path) -> None:
+    """Times that are not whole microseconds (nanosecond pcap, live capture) are kept exactly."""
+    from decimal import Decimal
+
+    from scapy.utils import PcapWriter
+
+    packets = []
+    for port in range(20, 60):
+        packets += [syn(TARGET[1], port), rst(TARGET[1], port)]
+    for index, packet in enumerate(packets):
+        packet.time = Decimal(1_700_000_000) + Decimal(index) / 100 + Decimal("0.000000123")
+    with PcapWriter(str(tmp_path / "nano.pcap"), nano=True) as writer:
+        writer.write(packets)
+    analyze([tmp_path / "nano.pcap"], tmp_path / "out")
+    alerts = [json.loads(line) for line in (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()]
+    alert = types(alerts)["recon.port_scan_vertical"]
+    assert alert["details"]["ports"] == 40
+    assert alert["first_ts"].startswith("2023-11-14T22:13:20.000000123")

@@ -142,9 +142,7 @@ class ReconDetector(Detector):
         attempts = flows.filter(pc.fill_null(tcp, False)).select(
             ["orig_ip", "resp_ip", "resp_port", "first_ts", "flow_id"]
         )
-        for src, dst, port, ts, flow in zip(
-            *(attempts[c].to_pylist() for c in attempts.column_names), strict=True
-        ):
+        for src, dst, port, ts, flow in zip(*_python_columns(attempts), strict=True):
             ports = self._ports[(src, dst)]
             if len(ports) < CAP:
                 ports.add(port)
@@ -158,7 +156,7 @@ class ReconDetector(Detector):
             pc.and_(pc.equal(flows["proto"], "icmpv6"), pc.equal(flows["orig_port"], ICMPV6_ECHO_REQUEST)),
         )
         pings = flows.filter(pc.fill_null(echo, False)).select(["orig_ip", "resp_ip", "first_ts", "flow_id"])
-        for src, dst, ts, flow in zip(*(pings[c].to_pylist() for c in pings.column_names), strict=True):
+        for src, dst, ts, flow in zip(*_python_columns(pings), strict=True):
             if len(self._pinged[src]) < CAP:
                 self._pinged[src].add(dst)
             self._remember(("ping", src), ts, flow)
@@ -388,6 +386,18 @@ def _distinct_units(triples: pa.Table) -> pa.Table:
             "flow_id": grouped["flow_id_min"],
         }
     )
+
+
+def _python_columns(table: pa.Table) -> list[list[Any]]:
+    """The table's columns as Python lists, timestamps as integer nanoseconds: ``to_pylist`` on a
+    ``timestamp[ns]`` column makes ``datetime`` objects, which cannot hold a time that is not a whole
+    microsecond (pyarrow refuses it), as live captures and nanosecond pcapng files give."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.int64())
+        columns.append(column.to_pylist())
+    return columns
 
 
 def _ns(ts: Any) -> int:
