@@ -21,6 +21,7 @@ from rich.table import Table
 from fieldward import __version__
 from fieldward.errors import FieldWardError
 from fieldward.generator.config import MAX_DEVICES, MAX_MINUTES
+from fieldward.sensor.cli import sensor_app
 
 app = typer.Typer(
     name="fieldward",
@@ -1242,6 +1243,14 @@ def serve(
         bool, typer.Option(help="Send the session cookie without Secure (plain-HTTP development only).")
     ] = False,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only.")] = False,
+    trust: Annotated[
+        bool | None,
+        typer.Option("--trust/--no-trust", help="Mount the zero-trust device plane (else $FIELDWARD_TRUST)."),
+    ] = None,
+    trust_config: Annotated[
+        Path | None,
+        typer.Option(help="Device plane settings (YAML, docs/trust/console.md); implies --trust."),
+    ] = None,
 ) -> None:
     """Run the console (REST API and web UI); the first start creates an admin, printing its password once."""
     from fieldward.console.serve import serve as run_console
@@ -1255,6 +1264,10 @@ def serve(
             overrides["database_url"] = db
         if data_dir is not None:
             overrides["data_dir"] = data_dir
+        if trust is not None or trust_config is not None:  # docs/trust/console.md
+            from fieldward.console.trust_hooks import serve_overrides
+
+            overrides.update(serve_overrides(trust, trust_config))
         settings = ConsoleSettings.from_env(**overrides)
         run_console(
             settings,
@@ -1287,6 +1300,11 @@ def _push(
     4 when batches were rejected or corrupt."""
     from fieldward.console.sensor_client import SensorClient, load_token
 
+    if to.split("://", 1)[0].lower() in ("nats", "tls"):  # JetStream (docs/console/jetstream.md)
+        from fieldward.console.jetstream import push_cli
+
+        push_cli(folder, to, token_file, ca_file, spool or _default_spool(to), retry_for, quiet)
+        return
     with SensorClient(to, load_token(token_file), spool or _default_spool(to), ca_file=ca_file) as client:
         report = (
             client.push_folder(folder, retry_for=retry_for)
@@ -1363,8 +1381,17 @@ def agent(ctx: typer.Context) -> None:
     raise typer.Exit(code=agent_main(ctx.args))
 
 
+@app.command("ingest-worker", context_settings=_PASS_THROUGH, add_help_option=False)
+def ingest_worker(ctx: typer.Context) -> None:
+    """Console ingest worker for the JetStream transport (fieldward ingest-worker --help)."""
+    from fieldward.console.jetstream_worker import worker_main
+
+    raise typer.Exit(code=worker_main(ctx.args))
+
+
 fleet_app = typer.Typer(help="Simulated device fleets for the zero-trust plane.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(sensor_app, name="sensor")
 
 
 @fleet_app.command("simulate", context_settings=_PASS_THROUGH, add_help_option=False)

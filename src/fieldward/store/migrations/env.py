@@ -16,14 +16,14 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-from fieldward.store import console_models, models, trust_models, vulndb
+from fieldward.store import console_models, models, transport_models, trust_models, vulndb
 from fieldward.store.base import Base
 from fieldward.store.database import default_url
 
 target_metadata = Base.metadata
 """Every table: the console's (``models``, ``console_models``), the vulnerability knowledge
 (``vulndb``) and the device plane's (``trust_models``)."""
-MODEL_MODULES = (models, vulndb, console_models, trust_models)
+MODEL_MODULES = (models, vulndb, console_models, trust_models, transport_models)
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
