@@ -34,12 +34,12 @@ from fieldward.cli import app
 from fieldward.console.jetstream import (
     DEFAULT_STREAM,
     JetStreamSensorClient,
-    JetStreamSink,
     NatsSettings,
     TransportError,
 )
 from fieldward.console.jetstream_worker import IngestWorker, WorkerSettings, WorkerStats
 from fieldward.console.sensor_client import AuthenticationError, _zstd
+from fieldward.sensor.sink import NatsSink
 from fieldward.store.columnar import ColumnarStore
 from fieldward.store.console_models import IngestBatch
 from fieldward.store.database import Database
@@ -361,9 +361,7 @@ def test_nats_down_the_sensor_spools_then_delivers(
 ) -> None:
     server: NatsServer = nats_factory()
     folder = write_folder(tmp_path / "folder", 1, 40, 60, 10)
-    sink = JetStreamSink(
-        JetStreamSensorClient(server.url, tmp_path / "spool", sensor="plant-b", batch_records=25)
-    )
+    sink = NatsSink(JetStreamSensorClient(server.url, tmp_path / "spool", sensor="plant-b", batch_records=25))
     try:
         down = sink.publish(folder)  # no server: kept in the spool, no exception
         assert not down.delivered

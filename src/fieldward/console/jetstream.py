@@ -15,7 +15,7 @@ durable pull consumer, so ingestion scales horizontally. This module holds what 
   (the sensor's name is part of the id: two sensors may send batches with identical content);
   record batches are zstd-compressed JSON arrays, flows/events Parquet files and evidence pcaps go
   as they are; a batch larger than the server's ``max_payload`` is split in halves like a 413;
-- :class:`JetStreamSink` is the live sensor's result sink (``publish(folder)`` / ``close()``).
+- the live sensor publishes through it with ``fieldward.sensor.sink.NatsSink`` (``sensor run --console nats://...``).
 
 Authentication is NATS's: user and password, a token, or an nkey/JWT ``.creds`` file, over TLS
 (``tls://`` or the server's ``tls`` block). The sensor's identity is the ``<sensor>`` subject token,
@@ -55,7 +55,6 @@ from fieldward.console.sensor_client import (
     SensorError,
     Spool,
     SpoolEntry,
-    SpoolFullError,
     _TransientError,
     _zstd,
 )
@@ -66,9 +65,7 @@ __all__ = [
     "DEFAULT_STREAM",
     "SUBJECT_PREFIX",
     "JetStreamSensorClient",
-    "JetStreamSink",
     "NatsSettings",
-    "SinkOutcome",
     "ensure_stream",
     "is_nats_url",
     "subject_for",
@@ -423,58 +420,6 @@ def _permanent_auth(url: str, exc: BaseException) -> SensorError:
         f"the NATS server at {url} refused this sensor ({str(exc)[:200]}); check its credentials and "
         "that its user may publish on fieldward.ingest.<sensor>.>; batches stay in the spool"
     )
-
-
-# --- the live sensor's sink --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SinkOutcome:
-    """What one :meth:`JetStreamSink.publish` did (the fields of the sensor's ``PublishOutcome``)."""
-
-    delivered: bool
-    pending: int
-    detail: str = ""
-
-
-class JetStreamSink:
-    """The live sensor's result sink over JetStream (``docs/console/jetstream.md``).
-
-    ``publish(folder)`` spools the folder's batches and publishes everything pending, older folders'
-    batches first; it never raises for NATS being down (the batches stay in the spool and the next
-    call retries them), only for a refused credential (:class:`AuthenticationError`).
-    """
-
-    name = "nats"
-
-    def __init__(self, client: JetStreamSensorClient) -> None:
-        self.client = client
-
-    def publish(self, folder: Path) -> SinkOutcome:
-        try:
-            if self.client.spool.pending():
-                self.client.drain(retry_for=0.0)  # older segments first, one attempt each
-            report = self.client.push_folder(folder, retry_for=0.0)
-        except AuthenticationError:
-            raise
-        except SpoolFullError as exc:
-            pending = exc.report.pending if exc.report is not None else len(self.client.spool.pending())
-            return SinkOutcome(False, pending, f"spool full: {exc}")
-        except SensorError as exc:  # e.g. an unreadable folder: reported, the sensor runs on
-            return SinkOutcome(False, len(self.client.spool.pending()), str(exc))
-        delivered = report.pending == 0 and not report.rejected and not report.corrupt
-        detail = (
-            f"{report.applied} batch(es) stored by JetStream, {report.duplicates} already there, "
-            f"{report.pending} pending"
-        )
-        if report.last_error:
-            detail += f" ({report.last_error})"
-        if report.rejected:
-            detail += f", {len(report.rejected)} rejected (kept under {self.client.spool.rejected_dir})"
-        return SinkOutcome(delivered, report.pending, detail)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def push(

@@ -61,7 +61,12 @@ def run(
         int, typer.Option("--keep-segments", min=1, help="Segment folders kept on disk.")
     ] = 1000,
     console: Annotated[
-        str | None, typer.Option("--console", help="Console URL to push results to (https://console:8443).")
+        str | None,
+        typer.Option(
+            "--console",
+            help="Where to publish results: a console URL (https://console:8443) or NATS JetStream "
+            "(nats://sensor-a@nats:4222, tls://...; --token-file then holds the NATS password).",
+        ),
     ] = None,
     token_file: Annotated[
         Path | None, typer.Option("--token-file", help="File holding the sensor's token (fws_...).")
@@ -91,7 +96,7 @@ def run(
     from fieldward.errors import FieldWardError
     from fieldward.pipeline import AnalysisOptions
     from fieldward.sensor.runner import SensorRunner, SensorSettings
-    from fieldward.sensor.sink import HttpsSink, LocalSink, ResultSink
+    from fieldward.sensor.sink import HttpsSink, LocalSink, NatsSink, ResultSink
     from fieldward.sensor.worker import WorkerConfig
 
     if (console is None) != (token_file is None):
@@ -125,7 +130,19 @@ def run(
     )
     sink: ResultSink = LocalSink()
     try:
-        if console is not None and token_file is not None:
+        if console is not None and token_file is not None and _is_nats(console):
+            from fieldward.console.jetstream import JetStreamSensorClient
+
+            sink = NatsSink(
+                JetStreamSensorClient(
+                    console,
+                    spool or out / "spool",
+                    secret_file=token_file,
+                    ca_file=ca_file,
+                    max_spool_bytes=int(spool_gb * 1e9),
+                )
+            )
+        elif console is not None and token_file is not None:
             client = SensorClient(
                 console,
                 load_token(token_file),
@@ -204,3 +221,8 @@ def _print_status(data: dict[str, Any], alive: bool) -> None:
     if data.get("metrics"):
         lines.append(f"metrics     {data['metrics']}")
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _is_nats(url: str) -> bool:
+    """A NATS JetStream URL (``nats://`` or ``tls://``) rather than a console's HTTPS URL."""
+    return url.split("://", 1)[0].lower() in ("nats", "tls")

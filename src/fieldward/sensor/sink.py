@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from fieldward.console.jetstream import JetStreamSensorClient
 from fieldward.console.sensor_client import (
     AuthenticationError,
     PushReport,
@@ -121,3 +122,11 @@ class HttpsSink(SpoolingSink):
 
     def __init__(self, client: SensorClient) -> None:
         super().__init__(client, "https")
+
+
+class NatsSink(SpoolingSink):
+    """NATS JetStream (``--console nats://...`` or ``tls://...``): the same spool and batches as the
+    HTTPS push, acknowledged by the stream (``docs/console/jetstream.md``)."""
+
+    def __init__(self, client: JetStreamSensorClient) -> None:
+        super().__init__(client, "nats")
