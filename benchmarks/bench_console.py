@@ -2,7 +2,8 @@
 ingestion through the HTTP endpoint, on PostgreSQL with 50,000 devices and 1,000,000 alerts.
 
     python benchmarks/bench_console.py [--url URL] [--devices N] [--alerts N] [--clients N]
-                                       [--seconds S] [--workers N] [--keep]
+                                       [--seconds S] [--workers N] [--load wrk|httpx]
+                                       [--only pages|ingest] [--database NAME] [--keep]
 
 1. Creates a scratch database (``fieldward_console_bench_<pid>`` on the server of ``--url``, default
    the local ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), migrates it to head (Alembic),
@@ -11,8 +12,9 @@ ingestion through the HTTP endpoint, on PostgreSQL with 50,000 devices and 1,000
    8 device types, 7 vendors, Purdue levels, risk scores; 12 alert types of 6 engines, 70 % closed,
    90 days of ``last_ts``, sources and destinations that are inventory devices. Then ``VACUUM ANALYZE``.
 2. Starts the real console, ``uvicorn fieldward.console.app:create_app --factory --workers 2``, with a
-   viewer API token, and runs a closed-loop load (each client sends its next request as soon as the
-   previous answered, like ``wrk``) of ``--clients`` async httpx clients for ``--seconds`` per page:
+   viewer API token, and runs a closed-loop load (each connection sends its next request as soon as
+   the previous answered) of ``--clients`` connections for ``--seconds`` per page, by ``wrk`` when
+   installed (Debian package ``wrk``; C, so it leaves the 2 cores to the console) else by async httpx:
    the inventory (``GET /api/v1/devices``: default page, type filter sorted by risk, level filter
    sorted by last seen, vendor with an offset, search, deep-ish offset) and the alert queue (``GET
    /api/v1/alerts``: open, open high+, a type, a device, a time window, text search, sorted by
@@ -27,7 +29,8 @@ ingestion through the HTTP endpoint, on PostgreSQL with 50,000 devices and 1,000
 
 The load generator runs on the same 2-core machine as uvicorn and PostgreSQL, so every figure is
 pessimistic. Targets (issue 7): p95 < 200 ms for both pages, ingestion >= 20,000 records/s.
-A benchmark, never a test. The scratch database is dropped unless ``--keep``.
+A benchmark, never a test. The scratch database is dropped unless ``--keep``; ``--database NAME``
+measures a kept one again (no fill), ``--only`` one half. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.engine import make_url
 
 from fieldward.console.security import SENSOR_PREFIX, USER_PREFIX, hash_password, new_token
@@ -268,6 +271,70 @@ async def http_load(base: str, token: str, paths: list[str], clients: int, secon
     return figures
 
 
+WRK_SCRIPT = """
+paths = {%s}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("FIELDWARD %%d %%d %%d", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout))
+  for _, p in ipairs({50, 95, 99}) do io.write(string.format(" %%d", latency:percentile(p))) end
+  io.write("\\n")
+end
+"""
+
+
+@dataclass
+class WrkFigures(Figures):
+    """wrk's own figures: it keeps no list of latencies, only its percentiles (microseconds)."""
+
+    count: int = 0
+    percentiles: dict[float, float] = field(default_factory=dict)
+
+    def p(self, q: float) -> float:
+        return self.percentiles[q]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def line(self, name: str) -> str:
+        return (
+            f"  {name:<28} {self.count:>6,} req  {self.rate:>7.1f} req/s  p50 {self.p(0.5):7.1f} ms  "
+            f"p95 {self.p(0.95):7.1f} ms  p99 {self.p(0.99):7.1f} ms  errors {self.errors}"
+        )
+
+
+def wrk_load(base: str, token: str, paths: list[str], clients: int, seconds: float) -> WrkFigures:
+    """The same closed loop as :func:`http_load`, driven by ``wrk`` (C, two threads): the load
+    generator then takes a small share of the 2 cores instead of about a third."""
+    quoted = ", ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in paths)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % quoted)
+    try:
+        result = subprocess.run(
+            [
+                "wrk", "-t", "2", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "60s",
+                "-H", f"Authorization: Bearer {token}", "-s", script.name, base,
+            ],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("FIELDWARD "))
+    count, duration, errors, p50, p95, p99 = (int(v) for v in line.split()[1:])
+    return WrkFigures(
+        errors=errors,
+        seconds=duration / 1e6,
+        count=count - errors,
+        percentiles={0.5: p50 / 1000, 0.95: p95 / 1000, 0.99: p99 / 1000},
+    )
+
+
 async def sql_load(
     dsn: str, statements: list[list[tuple[str, Any]]], clients: int, seconds: float
 ) -> Figures:
@@ -410,6 +477,11 @@ async def http_ingest(
 # --- the run --------------------------------------------------------------------------------------
 
 
+def _loadavg() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min, {os.cpu_count()} cores)"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -428,22 +500,90 @@ def _wait(base: str, seconds: float = 60) -> None:
 
 
 def _users(db: Database) -> tuple[str, list[str], int]:
-    """A viewer API token, two sensor tokens, and the id of the data set's sensor."""
+    """A viewer API token, two sensor tokens, and the id of the data set's sensor ("plant", created
+    when absent). Names carry the process id, so a kept database can be measured again."""
     viewer, viewer_hash = new_token(USER_PREFIX)
     tokens = []
+    run = os.getpid()
     with db.session() as session:
-        user = User(username="bench-viewer", password_hash=hash_password("benchmark password"), role="viewer")
+        user = User(
+            username=f"bench-viewer-{run}", password_hash=hash_password("benchmark password"), role="viewer"
+        )
         session.add(user)
         session.flush()
         session.add(ApiToken(user_id=user.id, name="bench", token_hash=viewer_hash, scopes=["read"]))
-        plant = Sensor(name="plant")
-        session.add(plant)
-        for name in ("bench-sensor-1", "bench-sensor-2"):
+        plant = session.scalars(select(Sensor).where(Sensor.name == "plant")).first()
+        if plant is None:
+            plant = Sensor(name="plant")
+            session.add(plant)
+        for n in (1, 2):
             secret, digest = new_token(SENSOR_PREFIX)
-            session.add(Sensor(name=name, credential_hash=digest))
+            session.add(Sensor(name=f"bench-sensor-{run}-{n}", credential_hash=digest))
             tokens.append(secret)
         session.flush()
         return viewer, tokens, plant.id
+
+
+def _load(kind: str, base: str, token: str, paths: list[str], clients: int, seconds: float) -> Figures:
+    if kind == "wrk":
+        return wrk_load(base, token, paths, clients, seconds)
+    return asyncio.run(http_load(base, token, paths, clients, seconds))
+
+
+def measure_pages(
+    args: argparse.Namespace, base: str, viewer: str, mix: dict[str, list[str]], captured: Any
+) -> None:
+    print(
+        f"uvicorn, {args.workers} workers; {args.clients} closed-loop clients ({args.load}), "
+        f"{args.seconds:.0f} s per page (load generator on the same 2 cores)"
+    )
+    _load(args.load, base, viewer, mix["inventory"] + mix["alerts"], args.clients, 3)  # warm-up
+    for page, paths in mix.items():
+        api = _load(args.load, base, viewer, paths, args.clients, args.seconds)
+        floor = asyncio.run(sql_load(args.dsn, [captured[p] for p in paths], args.clients, args.seconds))
+        print(api.line(f"{page} (console)"))
+        print(floor.line(f"{page} (same SQL, psycopg)"))
+        print(
+            f"  {page}: p95 {api.p(0.95):.1f} ms (target < 200 ms: "
+            f"{'met' if api.p(0.95) < 200 else 'NOT met'}); console/SQL floor p95 "
+            f"x{api.p(0.95) / floor.p(0.95):.2f}, p50 x{api.p(0.5) / floor.p(0.5):.2f}, "
+            f"req/s x{api.rate / floor.rate:.2f}"
+        )
+    print("  per request (console, one client at a time, p50 over 1 s):")
+    for paths in mix.values():
+        for path in paths:
+            solo = asyncio.run(http_load(base, viewer, [path], 1, 1.0))
+            print(f"    {solo.p(0.5):7.1f} ms  {path}")
+
+
+def measure_ingest(args: argparse.Namespace, db: Database, base: str, sensor_tokens: list[str]) -> None:
+    counts = {
+        "devices": args.ingest_devices,
+        "communications": args.ingest_communications,
+        "alerts": args.ingest_alerts,
+    }
+    rng = random.Random(7)
+    prefix = 0x20 + os.getpid() % 0x20 * 2  # fresh device keys and alert ids on a kept database
+    sets = [(token, ingest_records_set(prefix + n, rng, counts)) for n, token in enumerate(sensor_tokens)]
+    total, seconds = asyncio.run(http_ingest(base, sets, 5000))
+    http_rate = total / seconds
+    print(
+        f"  ingestion over HTTP, {len(sets)} sensors at once: {total:,} records in {seconds:.1f} s: "
+        f"{http_rate:,.0f} records/s (target >= 20,000: {'met' if http_rate >= 20_000 else 'NOT met'})"
+    )
+    one_set = ingest_records_set(prefix + 0x40, rng, counts)
+    started = time.perf_counter()
+    written = 0
+    for kind in ("devices", "communications", "alerts"):
+        rows = one_set[kind]
+        for start in range(0, len(rows), 5000):
+            report = ingest_records(db, f"bench-in-process-{os.getpid()}", kind, rows[start : start + 5000])
+            written += report.written[kind]
+    direct = written / (time.perf_counter() - started)
+    print(
+        f"  peer: ingest_records in-process, one sensor: {written:,} records: {direct:,.0f} records/s; "
+        f"HTTP/in-process x{http_rate / direct:.2f}"
+    )
 
 
 def main() -> None:
@@ -454,36 +594,54 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--load",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="load generator of the pages (default: wrk when installed)",
+    )
     parser.add_argument("--ingest-devices", type=int, default=10_000, help="per sensor")
     parser.add_argument("--ingest-communications", type=int, default=25_000, help="per sensor")
     parser.add_argument("--ingest-alerts", type=int, default=50_000, help="per sensor")
-    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--only", choices=("pages", "ingest"), help="measure only the pages or ingestion")
+    parser.add_argument("--database", help="measure this kept database (no fill, not dropped)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
     args = parser.parse_args()
 
     base_url = make_url(args.url)
-    name = f"fieldward_console_bench_{os.getpid()}"
+    name = args.database or f"fieldward_console_bench_{os.getpid()}"
     admin_dsn = base_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    if args.database is None:
+        with psycopg.connect(admin_dsn, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
     url = base_url.set(database=name).render_as_string(hide_password=False)
-    dsn = base_url.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    args.dsn = base_url.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
     home = Path(tempfile.mkdtemp(prefix="fieldward-console-bench-"))
     server: subprocess.Popen[bytes] | None = None
+    print(f"load before: {_loadavg()}")
     try:
         db = Database(url)
         db.upgrade()
         viewer, sensor_tokens, plant = _users(db)
-        started = time.perf_counter()
-        fill(url, plant, args.devices, args.alerts)
-        print(
-            f"{db!r}: {args.devices:,} devices, {args.alerts:,} alerts "
-            f"in {time.perf_counter() - started:.1f} s"
-        )
-        with psycopg.connect(dsn) as connection:
-            row = connection.execute("SELECT min(id) FROM devices").fetchone()
+        if args.database is None:
+            started = time.perf_counter()
+            fill(url, plant, args.devices, args.alerts)
+            print(
+                f"{db!r}: {args.devices:,} devices, {args.alerts:,} alerts "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
+        with psycopg.connect(args.dsn) as connection:
+            row = connection.execute(
+                "SELECT min(id), count(*) FROM devices WHERE sensor_id = %s", (plant,)
+            ).fetchone()
+            alerts = connection.execute("SELECT count(*) FROM alerts").fetchone()
         assert row is not None
-        mix = pages(int(row[0]), args.devices)
-        captured = capture_sql(url, home, [p for paths in mix.values() for p in paths], viewer)
+        assert alerts is not None
+        print(f"{db!r}: {row[1]:,} devices of the data set, {alerts[0]:,} alerts")
+        mix = pages(int(row[0]), int(row[1]))
+        captured = {}
+        if args.only != "ingest":
+            captured = capture_sql(url, home, [p for paths in mix.values() for p in paths], viewer)
 
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -495,56 +653,10 @@ def main() -> None:
         ]  # fmt: skip
         server = subprocess.Popen(command, env=env, start_new_session=True)
         _wait(base)
-        print(
-            f"uvicorn, {args.workers} workers; {args.clients} closed-loop clients, "
-            f"{args.seconds:.0f} s per page (load generator on the same 2 cores)"
-        )
-        asyncio.run(http_load(base, viewer, mix["inventory"] + mix["alerts"], args.clients, 3))  # warm-up
-        results: dict[str, tuple[Figures, Figures]] = {}
-        for page, paths in mix.items():
-            api = asyncio.run(http_load(base, viewer, paths, args.clients, args.seconds))
-            floor = asyncio.run(sql_load(dsn, [captured[p] for p in paths], args.clients, args.seconds))
-            results[page] = (api, floor)
-            print(api.line(f"{page} (console)"))
-            print(floor.line(f"{page} (same SQL, psycopg)"))
-            print(
-                f"  {page}: p95 {api.p(0.95):.1f} ms (target < 200 ms: "
-                f"{'met' if api.p(0.95) < 200 else 'NOT met'}); console/SQL floor p50 "
-                f"x{api.p(0.5) / floor.p(0.5):.1f}, req/s x{api.rate / floor.rate:.2f}"
-            )
-        print("  per request (console, one client at a time, p50 over 1 s):")
-        for paths in mix.values():
-            for path in paths:
-                solo = asyncio.run(http_load(base, viewer, [path], 1, 1.0))
-                print(f"    {solo.p(0.5):7.1f} ms  {path}")
-
-        counts = {
-            "devices": args.ingest_devices,
-            "communications": args.ingest_communications,
-            "alerts": args.ingest_alerts,
-        }
-        rng = random.Random(7)
-        sets = [(token, ingest_records_set(0x20 + n, rng, counts)) for n, token in enumerate(sensor_tokens)]
-        total, seconds = asyncio.run(http_ingest(base, sets, 5000))
-        http_rate = total / seconds
-        print(
-            f"  ingestion over HTTP, {len(sets)} sensors at once: {total:,} records in {seconds:.1f} s: "
-            f"{http_rate:,.0f} records/s (target >= 20,000: {'met' if http_rate >= 20_000 else 'NOT met'})"
-        )
-        one_set = ingest_records_set(0x40, rng, counts)
-        started = time.perf_counter()
-        written = 0
-        for kind in ("devices", "communications", "alerts"):
-            rows = one_set[kind]
-            for start in range(0, len(rows), 5000):
-                written += ingest_records(db, "bench-in-process", kind, rows[start : start + 5000]).written[
-                    kind
-                ]
-        direct = written / (time.perf_counter() - started)
-        print(
-            f"  peer: ingest_records in-process, one sensor: {written:,} records: {direct:,.0f} records/s; "
-            f"HTTP/in-process x{http_rate / direct:.2f}"
-        )
+        if args.only != "ingest":
+            measure_pages(args, base, viewer, mix, captured)
+        if args.only != "pages":
+            measure_ingest(args, db, base, sensor_tokens)
         db.dispose()
     finally:
         if server is not None:
@@ -554,9 +666,12 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
         shutil.rmtree(home, ignore_errors=True)
-        if not args.keep:
+        if args.keep or args.database:
+            print(f"kept: --database {name}")
+        else:
             with psycopg.connect(admin_dsn, autocommit=True) as connection:
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        print(f"load after: {_loadavg()}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from fieldward.console.api.routes.uploads import UPLOADS_PATH, upload_limit
 from fieldward.console.jobs import RetentionJob, shared_store, upload_jobs
 from fieldward.console.security import LoginLimiter, generate_password, hash_password
 from fieldward.console.settings import ConsoleSettings
+from fieldward.console.trust_hooks import build_trust, mount_trust
 from fieldward.store.database import Database
 from fieldward.store.models import AuditLog, User
 
@@ -344,18 +345,23 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     """The console application for ``settings`` (defaults: :meth:`ConsoleSettings.from_env`)."""
     settings = settings if settings is not None else ConsoleSettings.from_env()
     database = Database(settings.url())
+    trust = build_trust(settings, database)  # None unless settings.trust (docs/trust/console.md)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.first_admin_password = bootstrap(database, settings)
         retention = RetentionJob(settings, database.sessionmaker, store=shared_store(app))
         retention.start()
+        if trust is not None:
+            trust.start()  # the broker sync job (only with a configured broker)
         try:
             yield
         finally:
             retention.stop()
             upload_jobs(app).shutdown()
             shared_store(app).close()
+            if trust is not None:
+                trust.close()
             database.dispose()
 
     app = FastAPI(
@@ -375,6 +381,9 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     attempts, window = settings.login_rate
     app.state.login_limiter = LoginLimiter(attempts, window)
     app.include_router(api_router(), prefix=API_PREFIX)
+    app.state.trust = None
+    if trust is not None:
+        mount_trust(app, trust)  # /.well-known/est, /trust, /updates: before the UI's catch-all
     if settings.ui:
         from fieldward.console.ui import mount_ui
 

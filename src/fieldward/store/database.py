@@ -11,6 +11,7 @@ directory.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -37,6 +39,12 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 """The Alembic script directory, shipped inside the package."""
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite writer waits for another one before giving up."""
+PG_POOL_SIZE = 10
+PG_MAX_OVERFLOW = 20
+"""PostgreSQL connections kept per process, and how many more a burst may open: 30 serve the 25
+concurrent requests a worker gets from 50 clients over 2 workers, without queueing for a connection."""
+IDLE_PING_SECONDS = 10.0
+"""A pooled PostgreSQL connection idle for longer is pinged before use (see :func:`_ping_if_idle`)."""
 
 
 class DatabaseError(FieldWardError):
@@ -92,6 +100,32 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any, *, memory: bool) ->
         cursor.close()
 
 
+def _mark_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    """A pool ``checkout`` listener: ping a connection that sat idle longer than
+    :data:`IDLE_PING_SECONDS`; a dead one is replaced (``DisconnectionError`` makes the pool retry).
+
+    SQLAlchemy's ``pool_pre_ping`` pings on *every* checkout, a round trip per request; a connection
+    used a moment ago is alive, and one that waited through a database restart is the one to check.
+    A connection that dies while in use still fails that statement, after which SQLAlchemy discards
+    the pool's connections of that generation.
+    """
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("idle connection is gone") from exc
+
+    return checkout
+
+
 class Database:
     """One database: its engine, a session factory and its migrations.
 
@@ -115,7 +149,7 @@ class Database:
             else:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         elif backend == "postgresql":
-            kwargs.update(pool_pre_ping=True)
+            kwargs.update(pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW)
         try:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except Exception as exc:  # an unknown dialect or missing driver
@@ -128,6 +162,9 @@ class Database:
                 "connect",
                 lambda conn, record: _set_sqlite_pragmas(conn, record, memory=memory),
             )
+        elif backend == "postgresql":
+            event.listen(self.engine, "checkin", _mark_idle)
+            event.listen(self.engine, "checkout", _ping_if_idle(self.engine))
         self.sessionmaker: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

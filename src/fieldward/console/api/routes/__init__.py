@@ -23,6 +23,8 @@ from fieldward.console.api.routes import (
     sensors,
     settings,
     tokens,
+    transport,
+    trust_devices,
     uploads,
     users,
     vulnerabilities,
@@ -49,6 +51,8 @@ ROUTERS: list[APIRouter] = [
     settings.router,
     columnar.router,
     uploads.router,
+    trust_devices.router,
+    transport.router,
 ]
 """The mounted routers, in the order of the OpenAPI document."""
 

