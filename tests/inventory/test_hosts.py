@@ -3,6 +3,7 @@ and the same totals whatever the batch size."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections import Counter
 from pathlib import Path
@@ -118,3 +119,71 @@ def test_owner_at_follows_a_lease_handed_over_and_back() -> None:
     assert _owner_at(entries, 999) == "mac:aa"
     assert _owner_at(entries, -5) == "mac:aa"
     assert _owner_at(entries, None) == "mac:aa"
+
+
+@pytest.fixture(scope="module")
+def crowded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Thousands of hosts (the tables grow several times): 3,000 addresses behind one router MAC,
+    3,000 hosts with their own MAC, an ARP reply and an IPv6 packet from each of 500 hosts, DHCP
+    discovers from 0.0.0.0 and frames without an IP payload."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import wrpcap
+
+    router = "00:1d:9c:ff:ff:01"
+    packets = []
+    for i in range(3000):
+        host = f"{10 + i // 65536}.{(i // 256) % 256}.{i % 256}.{7 + i % 3}"
+        mac = f"02:00:00:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
+        packets.append(
+            Ether(src=router, dst="00:00:00:00:00:02")
+            / IP(src=f"172.{16 + i % 8}.{i // 256 % 256}.{i % 256}", dst="10.0.0.1", ttl=60)
+            / TCP(sport=1000 + i, dport=502, flags="S")
+        )
+        packets.append(
+            Ether(src=mac, dst="00:00:00:00:00:02") / IP(src=host, dst="10.0.0.1") / UDP(sport=5000, dport=53)
+        )
+        if i % 6 == 0:
+            packets.append(
+                Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=2, hwsrc=mac, psrc=host, pdst=host)
+            )
+            packets.append(
+                Ether(src=mac, dst="33:33:00:00:00:01")
+                / IPv6(src=f"fe80::{i:x}", dst="ff02::1")
+                / UDP(sport=546, dport=547)
+            )
+            packets.append(
+                Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+                / IP(src="0.0.0.0", dst="255.255.255.255")
+                / UDP(sport=68, dport=67)
+            )
+            packets.append(Ether(src=mac, dst="01:80:c2:00:00:0e", type=0x88CC) / bytes(20))
+    for n, packet in enumerate(packets):
+        packet.time = 1_700_000_000 + n / 1000
+    path = tmp_path_factory.mktemp("crowded") / "crowded.pcap"
+    wrpcap(str(path), packets)
+    return path
+
+
+def test_thousands_of_hosts_and_one_router_with_many_addresses(crowded: Path) -> None:
+    """The hashed tables grow past their first size and keep exact totals (the per-packet reference
+    again, plus the frames per MAC of every kind), also where one MAC carries thousands of addresses."""
+    observer = observe(crowded, 997)
+    ours = totals(observer)
+    expected = reference(crowded)  # IPv4 only
+    assert Counter({k: n for k, n in ours[0].items() if ":" not in k[1]}) == expected[0]
+    assert {k: n for k, n in ours[0].items() if ":" in k[1]} == {
+        (f"02:00:00:00:{i >> 8:02x}:{i & 0xFF:02x}", str(ipaddress.IPv6Address(f"fe80::{i:x}"))): 1
+        for i in range(0, 3000, 6)
+    }
+    assert ours[1] == expected[1]
+    assert ours[2] == expected[2]
+    assert len(expected[0]) == 6000
+    assert len(expected[1]) == 500
+    frames: Counter[str] = Counter()
+    with crowded.open("rb") as handle:
+        for _ts, raw in dpkt.pcap.Reader(handle):
+            frames[":".join(f"{b:02x}" for b in raw[6:12])] += 1
+    assert {mac_text(mac): act.packets for (_vlan, mac), act in observer.macs.items()} == frames
+    assert observe(crowded, 1 << 20).bindings == observer.bindings

@@ -53,3 +53,31 @@ def test_a_failing_source_is_a_counted_weird_and_the_build_goes_on() -> None:
     builder.observe_event(broken)
     assert builder.weird.summary() == {"inventory_source_error": 2}
     assert builder.build().devices == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("freezing", [True, False])
+def test_build_leaves_the_collector_as_it_found_it(enabled: bool, freezing: bool) -> None:
+    """build() pauses the cyclic collector; it is left enabled or disabled as it was. What the build
+    made is frozen only in a process that already freezes what it keeps (the analysis job)."""
+    import gc
+
+    builder = InventoryBuilder()
+    builder.bind("00:1d:9c:00:00:01", "10.0.0.1", 1, "test")
+    was = gc.isenabled()
+    gc.unfreeze()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        if freezing:
+            gc.freeze()
+        before = gc.get_freeze_count()
+        inventory = builder.build()
+        assert gc.isenabled() is enabled
+        if freezing:
+            assert gc.get_freeze_count() > before
+        else:
+            assert gc.get_freeze_count() == 0
+        assert [d.id for d in inventory.devices] == ["mac:00:1d:9c:00:00:01"]
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()

@@ -381,7 +381,7 @@ def test_hosts_behind_a_router_are_keyed_by_ip(tmp_path: Path) -> None:
     """A router's MAC carries many addresses: the hosts behind it are devices of their own, not the router."""
     router = ("00:90:e8:77:77:77", "10.1.1.1")
     local = ("00:80:f4:01:01:01", "10.1.1.10")
-    packets = [
+    packets: list[Packet] = [
         Ether(src=router[0], dst="ff:ff:ff:ff:ff:ff")
         / ARP(op=2, hwsrc=router[0], psrc=router[1], pdst=router[1])
     ]

@@ -13,10 +13,12 @@ fingerprint rules, and infers type and Purdue level. Nothing here touches a pack
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +36,7 @@ from fieldward.inventory.fingerprints import Fingerprints
 from fieldward.inventory.hosts import HostObserver, SynSignature, mac_text
 from fieldward.inventory.model import Attribute, Candidate, Device, DeviceType, Evidence, Role, Service
 from fieldward.inventory.oui import OuiRegistry
-from fieldward.inventory.sources import SOURCES, Target
+from fieldward.inventory.sources import SOURCES, Target, ipv4_value
 from fieldward.protocols.base import Event, events_of_table
 from fieldward.weird import WeirdLog
 
@@ -245,11 +247,16 @@ class InventoryBuilder:
     # ------------------------------------------------------------------ build
 
     def build(self) -> Inventory:
+        with _collector_paused():
+            return self._build()
+
+    def _build(self) -> Inventory:
         devices, owner = self._devices()
         unattributed = self._apply_records(devices, owner)
         edges = _merge_edges(self._edges) if self._edges else _empty_edges()
-        communications = self._communications(edges, devices, owner)
-        self._apply_edges(edges, devices, owner)
+        clients, servers = self._edge_devices(edges, devices, owner)
+        communications = self._communications(edges, clients, servers)
+        self._apply_edges(edges, clients, servers, devices)
         for device in devices.values():
             self._identify(device)
         levels = self._levels(devices, communications)
@@ -378,13 +385,19 @@ class InventoryBuilder:
                 continue
             single = devices[entries[0][0]] if len(entries) == 1 else None
             for name, attribute in record.attributes.items():
+                if single is not None and name not in single.attributes:
+                    single.attributes[name] = attribute  # the record is consumed: moved as it is
+                    continue
                 for value, candidate in attribute.candidates.items():
                     ts = candidate.evidence[0].ts if candidate.evidence else None
                     device = single or devices[_owner_at(entries, ts)]
                     _merge_candidate(device.attribute(name), value, candidate)
             for name, values in record.facts.items():
+                if single is not None:
+                    single.facts.setdefault(name, set()).update(values)
+                    continue
                 for value, ts in values.items():
-                    device = single or devices[_owner_at(entries, ts)]
+                    device = devices[_owner_at(entries, ts)]
                     device.facts.setdefault(name, set()).add(value)
         return unattributed
 
@@ -403,17 +416,31 @@ class InventoryBuilder:
         entries = owner.get(ip)
         return entries[0][0] if entries else None
 
-    def _communications(
+    def _edge_devices(
         self, edges: pa.Table, devices: dict[str, Device], owner: dict[str, list[tuple[str, int, int, int]]]
+    ) -> tuple[list[str | None], list[str | None]]:
+        """The client and server device of every edge (None: an address no device used), each
+        distinct (address, MAC) looked up once."""
+        known: dict[tuple[str, str | None], str | None] = {}
+
+        def device_ids(ips: list[str], macs: list[str | None]) -> list[str | None]:
+            out: list[str | None] = []
+            for pair in zip(ips, macs, strict=True):
+                if pair in known:
+                    out.append(known[pair])
+                else:
+                    out.append(found := self._device_of(devices, owner, *pair))
+                    known[pair] = found
+            return out
+
+        return (
+            device_ids(edges["client"].to_pylist(), edges["client_mac"].to_pylist()),
+            device_ids(edges["server"].to_pylist(), edges["server_mac"].to_pylist()),
+        )
+
+    def _communications(
+        self, edges: pa.Table, clients: list[str | None], servers: list[str | None]
     ) -> pa.Table:
-        clients = [
-            self._device_of(devices, owner, ip, mac)
-            for ip, mac in zip(edges["client"].to_pylist(), edges["client_mac"].to_pylist(), strict=True)
-        ]
-        servers = [
-            self._device_of(devices, owner, ip, mac)
-            for ip, mac in zip(edges["server"].to_pylist(), edges["server_mac"].to_pylist(), strict=True)
-        ]
         table = edges.append_column("src_device", pa.array(clients, pa.string())).append_column(
             "dst_device", pa.array(servers, pa.string())
         )
@@ -437,21 +464,20 @@ class InventoryBuilder:
         )
 
     def _apply_edges(
-        self, edges: pa.Table, devices: dict[str, Device], owner: dict[str, list[tuple[str, int, int, int]]]
+        self,
+        edges: pa.Table,
+        clients: list[str | None],
+        servers: list[str | None],
+        devices: dict[str, Device],
     ) -> None:
         """Roles, services, ports used and polling behaviour, grouped with Arrow over all edges."""
         if edges.num_rows == 0:
             return
-        clients = [
-            self._device_of(devices, owner, ip, mac) or f"ip:{ip}"
-            for ip, mac in zip(edges["client"].to_pylist(), edges["client_mac"].to_pylist(), strict=True)
-        ]
-        servers = [
-            self._device_of(devices, owner, ip, mac) or f"ip:{ip}"
-            for ip, mac in zip(edges["server"].to_pylist(), edges["server_mac"].to_pylist(), strict=True)
-        ]
-        table = edges.append_column("client_dev", pa.array(clients, pa.string())).append_column(
-            "server_dev", pa.array(servers, pa.string())
+        client_ips, server_ips = edges["client"].to_pylist(), edges["server"].to_pylist()
+        client_devs = [d or f"ip:{ip}" for d, ip in zip(clients, client_ips, strict=True)]
+        server_devs = [d or f"ip:{ip}" for d, ip in zip(servers, server_ips, strict=True)]
+        table = edges.append_column("client_dev", pa.array(client_devs, pa.string())).append_column(
+            "server_dev", pa.array(server_devs, pa.string())
         )
         answered = pc.greater(table["answered"], 0)
         has_service = pc.is_valid(table["service"])
@@ -607,6 +633,28 @@ def _signature_text(signature: SynSignature) -> str:
     return signature.text()
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building the inventory makes a few Python objects per device (devices, attributes,
+    candidates, facts), all alive until the inventory is dropped. With 50,000 devices the cyclic
+    collector would scan these millions of objects again and again (a young collection every 50,000
+    allocations, a middle one every twenty of those) and find no garbage. It is paused meanwhile.
+
+    In a process that freezes what it keeps (the analysis job does after every batch and unfreezes
+    at its end, ``pipeline._CollectorPacing``), what the build made is frozen too: otherwise the next
+    collection would still scan it all at once. Elsewhere (a test, a library user) nothing is frozen
+    and the collector sees the objects as usual once it runs again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count():
+            gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _merge_candidate(target: Attribute, value: str | int, candidate: Candidate) -> None:
     target.changed()
     merged = target.candidates.get(value)
@@ -666,6 +714,9 @@ def _device_order(device: Device) -> tuple[int, str, str]:
 
 @lru_cache(maxsize=1 << 17)
 def _ip_sort_key(ip: str) -> tuple[int, int]:
+    value = ipv4_value(ip)
+    if value is not None:
+        return (4, value)
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -138,9 +138,13 @@ class Attribute:
         best = self.best
         if best is None:
             return None
-        others = sorted(
-            (c for c in self.candidates.values() if c is not best),
-            key=lambda c: (-c.confidence, -c.count, str(c.value)),
+        others = (
+            sorted(
+                (c for c in self.candidates.values() if c is not best),
+                key=lambda c: (-c.confidence, -c.count, str(c.value)),
+            )
+            if len(self.candidates) > 1
+            else []
         )
         return {
             "value": best.value,
@@ -233,13 +237,17 @@ class Device:
             "last_seen": _iso(self.last_seen),
             "packets": self.packets,
         }
+        attributes = self.attributes
+        confidence: dict[str, float] = {}
         for name in ATTRIBUTES:
-            record[name] = self.value(name)
-        record["confidence"] = {
-            name: best.confidence
-            for name in ATTRIBUTES
-            if (attr := self.attributes.get(name)) is not None and (best := attr.best) is not None
-        }
+            attr = attributes.get(name)
+            best = attr.best if attr is not None else None
+            if best is None:
+                record[name] = None
+            else:
+                record[name] = best.value
+                confidence[name] = best.confidence
+        record["confidence"] = confidence
         record["protocols"] = sorted(self.protocols)
         record["roles"] = [{"protocol": r.protocol, "role": r.role, "peers": r.peers} for r in self.roles]
         record["services"] = [

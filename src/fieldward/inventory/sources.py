@@ -67,10 +67,28 @@ def _text(value: object) -> str | None:
     return text or None
 
 
+_OCTET = re.compile(r"0|[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5]")
+"""One decimal octet as ``ipaddress`` accepts it (no leading zero, at most 255, ASCII digits)."""
+
+
+def ipv4_value(text: str) -> int | None:
+    """The integer of a dotted IPv4 address exactly as ``ipaddress`` accepts it, else None (IPv6,
+    or not an address)."""
+    octets = text.split(".")
+    if len(octets) != 4 or not all(_OCTET.fullmatch(octet) for octet in octets):
+        return None
+    a, b, c, d = (int(octet) for octet in octets)
+    return (a << 24) | (b << 16) | (c << 8) | d
+
+
 @lru_cache(maxsize=1 << 16)
 def _usable_ip(text: str | None) -> bool:
     if not text:
         return False
+    value = ipv4_value(text)
+    if value is not None:  # decided without building an ipaddress object
+        first = value >> 24
+        return not (value == 0 or 224 <= first <= 239 or first == 127 or text.endswith(".255"))
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
