@@ -37,7 +37,13 @@ from fieldward.decode.columns import (
 from fieldward.decode.flows import FlowConfig, FlowTable
 from fieldward.decode.fragments import FragmentReassembler
 from fieldward.decode.l2l4 import decode_batch
-from fieldward.detect.engine import DetectionContext, DetectionEngine, write_alerts_jsonl
+from fieldward.detect.engine import (
+    DetectionContext,
+    DetectionEngine,
+    DetectorScope,
+    select_detectors,
+    write_alerts_jsonl,
+)
 from fieldward.detect.evidence import write_evidence
 from fieldward.detect.knowledge import Knowledge
 from fieldward.detect.model import Alert
@@ -74,10 +80,16 @@ class AnalysisOptions:
     detect: bool = True
     """Run the detection engines (``alerts.jsonl``)."""
     detection: DetectionSettings = field(default_factory=DetectionSettings)
+    detectors: DetectorScope = "all"
+    """Which detectors run: ``all``; ``per_flow`` (a live sensor's capture worker when flows are split
+    between several workers); ``correlated`` (the ones that need every flow in one place)."""
     learn_captures: tuple[Path, ...] = ()
     """Captures of normal traffic learned (as the baseline) before the analysed ones are judged."""
     baseline: Path | None = None
     """A baseline file (``baseline.json`` of an earlier run) to start from."""
+
+
+_UNSPECIFIED = frozenset({bytes(16), bytes(10) + b"\xff\xff" + bytes(4)})
 
 
 @dataclass
@@ -130,7 +142,15 @@ class TrafficTotals:
     @property
     def hosts(self) -> int:
         """Distinct IP addresses seen, excluding multicast/broadcast-style unspecified ones."""
-        return len(self._hosts - {bytes(16), bytes(10) + b"\xff\xff" + bytes(4)})
+        return len(self._hosts - _UNSPECIFIED)
+
+    def address_sets(self) -> dict[str, list[str]]:
+        """The addresses behind :attr:`hosts` (16-byte form, hex) and :attr:`macs` (hex): what a
+        multi-worker sensor unites to count them over all workers."""
+        return {
+            "hosts": sorted(h.hex() for h in self._hosts - _UNSPECIFIED),
+            "macs": sorted(f"{m:012x}" for m in self._macs),
+        }
 
     @property
     def macs(self) -> int:
@@ -425,7 +445,11 @@ class Analysis:
         self.builder = (
             InventoryBuilder(options.inventory_settings, weird=weird) if options.inventory else None
         )
-        self.detection = DetectionEngine(weird=weird, context=self.context) if options.detect else None
+        self.detection = (
+            DetectionEngine(select_detectors(options.detectors), weird=weird, context=self.context)
+            if options.detect
+            else None
+        )
         consumers = [c for c in (self.builder, self.detection) if c is not None]
         self.engine = ProtocolEngine(registry, EventFanout(self.events, consumers), weird, options.protocols)
         self._pacing = _CollectorPacing()

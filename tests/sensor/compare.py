@@ -49,6 +49,18 @@ def results(folder: Path, *, exact_devices: bool = True) -> dict[str, Any]:
             ),
             key=lambda d: str(d["id"]),
         ),
-        "alerts": sorted((a["type"], a["src"], a["dst"], a["protocol"], a["count"]) for a in alerts),
+        "alerts": sorted(
+            (
+                a["type"],
+                a["src"],
+                a["dst"],
+                a["protocol"],
+                a["count"],
+                a.get("src_device"),
+                a.get("dst_device"),
+                json.dumps(a.get("details"), sort_keys=True),
+            )
+            for a in alerts
+        ),
         "event_rows": events,
     }

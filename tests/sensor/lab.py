@@ -152,7 +152,14 @@ class VethLab:
 class LiveSensor:
     """``fieldward sensor run`` inside the lab's sensor namespace."""
 
-    def __init__(self, lab: VethLab, out: Path, *args: str, interface: str | None = None) -> None:
+    def __init__(
+        self,
+        lab: VethLab,
+        out: Path,
+        *args: str,
+        interface: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.lab = lab
         self.out = out
         exe = Path(sys.executable).with_name("fieldward")
@@ -176,7 +183,12 @@ class LiveSensor:
         ]
         out.parent.mkdir(parents=True, exist_ok=True)
         self._log_handle = self.log.open("w")
-        self.proc = subprocess.Popen(command, stdout=self._log_handle, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env is not None else None,
+        )
 
     def status(self) -> dict[str, Any]:
         try:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 import pyarrow as pa
@@ -70,6 +70,11 @@ class Detector(ABC):  # noqa: B024 - every hook is optional
     alert_types: ClassVar[tuple[AlertType, ...]] = ()
     logs: ClassVar[frozenset[str]] = frozenset()
     """Event logs ``on_event`` receives."""
+    per_flow: ClassVar[bool] = False
+    """True when every alert comes from one flow's own packets and events, with no state kept across
+    flows or hosts: such a detector gives the same alerts when the flows are split between processes
+    (the live sensor's capture workers). False (the safe default, also for plugins) means it
+    correlates across flows (scans, floods, baselines, rates) and must see every flow in one place."""
 
     def __init__(self, alerts: AlertBook, context: DetectionContext | None = None) -> None:
         self.alerts = alerts
@@ -202,6 +207,21 @@ def installed_detectors(plugins: bool = True) -> list[type[Detector]]:
                 continue
             if isinstance(cls, type) and issubclass(cls, Detector):
                 found.append(cls)
+    return found
+
+
+DetectorScope = Literal["all", "per_flow", "correlated"]
+"""Which detectors a run uses: all of them, only the per-flow ones (:attr:`Detector.per_flow`), or
+only the ones that correlate across flows."""
+
+
+def select_detectors(scope: DetectorScope, plugins: bool = True) -> list[type[Detector]]:
+    """The installed detectors of ``scope``, in their usual order."""
+    found = installed_detectors(plugins)
+    if scope == "per_flow":
+        return [cls for cls in found if cls.per_flow]
+    if scope == "correlated":
+        return [cls for cls in found if not cls.per_flow]
     return found
 
 

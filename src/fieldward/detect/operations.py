@@ -145,6 +145,7 @@ MODBUS_DIAGNOSTICS = {1: "Restart Communications Option", 4: "Force Listen Only 
 
 class OperationsDetector(Detector):
     name: ClassVar[str] = ENGINE
+    per_flow: ClassVar[bool] = True  # each alert is one command in one flow: no state across flows
     alert_types: ClassVar[tuple[AlertType, ...]] = (
         PLC_STOP,
         PLC_CONTROL,

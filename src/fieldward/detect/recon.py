@@ -139,6 +139,13 @@ class ReconDetector(Detector):
         tcp = pc.and_(
             pc.equal(flows["proto"], "tcp"), pc.is_in(flows["conn_state"], pa.array(FAILED_TCP_STATES))
         )
+        if "orig_payload_bytes" in flows.column_names and "resp_payload_bytes" in flows.column_names:
+            # payload both ways is a conversation whatever the state: a connection seen midstream
+            # (a capture or a live sensor's segment that starts while it is open) is no attempt
+            talked = pc.and_(
+                pc.greater(flows["orig_payload_bytes"], 0), pc.greater(flows["resp_payload_bytes"], 0)
+            )
+            tcp = pc.and_(tcp, pc.invert(pc.fill_null(talked, False)))
         attempts = flows.filter(pc.fill_null(tcp, False)).select(
             ["orig_ip", "resp_ip", "resp_port", "first_ts", "flow_id"]
         )

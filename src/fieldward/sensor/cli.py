@@ -31,7 +31,15 @@ def run(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Sensor folder: segments, evidence ring, state, status.json.")
     ] = Path("/var/lib/fieldward/sensor"),
-    bpf: Annotated[str | None, typer.Option("--bpf", help="Capture filter (tcpdump syntax).")] = None,
+    bpf: Annotated[
+        str | None,
+        typer.Option(
+            "--bpf",
+            envvar="FIELDWARD_SENSOR_BPF",
+            help="Capture filter (tcpdump syntax); also read from FIELDWARD_SENSOR_BPF, spaces and all "
+            "(the systemd unit's environment file). Empty: no filter.",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option("--workers", "-w", min=1, max=64, help="Capture processes (AF_PACKET fanout by flow)."),
@@ -99,6 +107,7 @@ def run(
     from fieldward.sensor.sink import HttpsSink, LocalSink, NatsSink, ResultSink
     from fieldward.sensor.worker import WorkerConfig
 
+    bpf = bpf if bpf and bpf.strip() else None
     if (console is None) != (token_file is None):
         _fail("--console and --token-file go together")
     block_size = 1 << 20

@@ -22,7 +22,14 @@ import numpy as np
 from fieldward.capture.batch import PacketBatch
 from fieldward.capture.writer import byte_rows, copy_runs
 
-__all__ = ["EvidenceRing", "RingStats", "pcapng_batch_bytes", "pcapng_header"]
+__all__ = [
+    "EvidenceRing",
+    "RingStats",
+    "pcapng_batch_bytes",
+    "pcapng_header",
+    "ring_files",
+    "ring_files_since",
+]
 
 _NAME = re.compile(r"^ring-(\d+)-(\d+)\.pcapng$")
 _EPB_HEAD = 28
@@ -73,6 +80,22 @@ class RingStats:
     last_error: str = ""
 
 
+def ring_files(folder: Path) -> list[Path]:
+    """The evidence ring files in ``folder``, oldest first (none when it does not exist)."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(2)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _seq, p in sorted(found)]
+
+
+def ring_files_since(folder: Path, ts_ns: int) -> list[Path]:
+    """The ring files in ``folder`` that may hold packets captured at or after ``ts_ns``."""
+    files = ring_files(folder)
+    starts: list[int | None] = [int(m.group(1)) if (m := _NAME.match(p.name)) else 0 for p in files]
+    following = [*starts[1:], None] if files else []
+    return [p for p, nxt in zip(files, following, strict=True) if nxt is None or nxt >= ts_ns]
+
+
 class EvidenceRing:
     """Rotating pcapng files in ``folder`` holding at most about ``max_bytes``."""
 
@@ -95,15 +118,11 @@ class EvidenceRing:
 
     def files(self) -> list[Path]:
         """The ring's files, oldest first."""
-        found = [(int(m.group(2)), p) for p in self.folder.iterdir() if (m := _NAME.match(p.name))]
-        return [p for _seq, p in sorted(found)]
+        return ring_files(self.folder)
 
     def files_since(self, ts_ns: int) -> list[Path]:
         """The files that may hold packets captured at or after ``ts_ns`` (oldest first)."""
-        files = self.files()
-        starts: list[int | None] = [int(m.group(1)) if (m := _NAME.match(p.name)) else 0 for p in files]
-        following = [*starts[1:], None] if files else []
-        return [p for p, nxt in zip(files, following, strict=True) if nxt is None or nxt >= ts_ns]
+        return ring_files_since(self.folder, ts_ns)
 
     def _refresh(self) -> None:
         files = self.files()

@@ -6,6 +6,10 @@ segment every ``segment_seconds`` (each worker finishes its analysis into
 the folder to the :class:`~fieldward.sensor.sink.ResultSink`), writes ``OUT/status.json`` every
 second and serves ``/metrics`` (Prometheus text format) and ``/healthz``.
 
+With several workers the detectors that correlate across flows run in the main process over each
+merged segment (:mod:`fieldward.sensor.correlate`); the workers run the per-flow ones, which alert
+live. One worker runs every detector itself.
+
 On SIGTERM or SIGINT the workers read what is left in their rings, finish the segment, and the main
 process merges and publishes it before exiting 0: nothing analysed is lost. ``OUT/state.json`` keeps
 the next segment number and each worker's learned baseline stays under ``OUT/state``, so a restart
@@ -25,7 +29,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -35,10 +39,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fieldward import __version__
 from fieldward.capture.live import LiveCapture, LiveCaptureError, compile_bpf, interface_state
+from fieldward.detect.knowledge import Knowledge
 from fieldward.errors import ConfigError, FieldWardError
 from fieldward.pipeline import AnalysisOptions
+from fieldward.sensor.correlate import apply_correlation, correlate_segment
 from fieldward.sensor.merge import merge_segment
 from fieldward.sensor.metrics import Field, SensorCollector, SharedCounters, WorkerState, make_registry
+from fieldward.sensor.ring import ring_files_since
 from fieldward.sensor.sink import LocalSink, PublishOutcome, ResultSink
 from fieldward.sensor.status import write_status
 from fieldward.sensor.worker import WorkerConfig, run_worker, segment_dir
@@ -49,6 +56,9 @@ log = logging.getLogger("fieldward.sensor")
 
 RESTART_S = 5.0
 """Least time between two restarts of one worker (a worker failing at start does not spin)."""
+RING_MARGIN_NS = 5_000_000_000
+"""Evidence ring files that started up to this long before a segment are searched too (a worker's
+segment starts a little before the main process's clock says)."""
 STOP_TIMEOUT_S = 120.0
 """How long the main process waits for the workers' last segment on shutdown."""
 
@@ -103,7 +113,9 @@ class SensorRunner:
         self._procs: list[Any] = []
         self._errors: dict[str, str] = {}
         self._messages: list[dict[str, Any]] = []
-        self._publish_queue: queue.Queue[tuple[int, Path] | None] = queue.Queue()
+        self._publish_queue: queue.Queue[tuple[int, int, dict[str, Any]] | None] = queue.Queue()
+        self._knowledge: Knowledge | None = None
+        self._correlated_alerts = 0
         self._published = 0
         self._publish_failures = 0
         self._pending = 0
@@ -189,15 +201,22 @@ class SensorRunner:
 
     # --- workers ---
 
+    def _template(self) -> WorkerConfig:
+        s = self.settings
+        return s.worker or WorkerConfig(0, s.workers, s.interface, self.out, AnalysisOptions())
+
     def _worker_config(self, index: int, group: int) -> WorkerConfig:
         s = self.settings
-        template = s.worker or WorkerConfig(0, s.workers, s.interface, self.out, AnalysisOptions())
+        template = self._template()
+        options = template.options
+        if s.workers > 1 and options.detect:  # the cross-flow detectors run here, over merged segments
+            options = replace(options, detectors="per_flow")
         return WorkerConfig(
             index=index,
             workers=s.workers,
             interface=s.interface,
             out=self.out,
-            options=template.options,
+            options=options,
             bpf=s.bpf,
             fanout_group=group if s.workers > 1 else None,
             batch_packets=template.batch_packets,
@@ -227,12 +246,87 @@ class SensorRunner:
 
     # --- publishing (a thread: a slow console never stalls the capture) ---
 
+    def _correlator_state(self) -> Path:
+        return self.out / "state" / "correlator.baseline.json"
+
+    def _correlator_knowledge(self) -> Knowledge:
+        if self._knowledge is None:
+            path, given = self._correlator_state(), self._template().options.baseline
+            if path.is_file():
+                self._knowledge = Knowledge.load(path)
+            elif given is not None:
+                self._knowledge = Knowledge.load(given)
+            else:
+                self._knowledge = Knowledge()
+        return self._knowledge
+
+    def _correlate(self, seq: int, started_ns: int, folder: Path) -> None:
+        """The cross-flow detectors over the merged segment ``folder`` (several workers only)."""
+        options = self._template().options
+        knowledge = self._correlator_knowledge()
+        result = correlate_segment(
+            folder,
+            knowledge,
+            settings=options.detection,
+            flow_config=options.flows,
+            plugins=options.plugins,
+        )
+        ring = self._template().ring_dir or self.out / "ring"
+        captures = [
+            p
+            for index in range(self.settings.workers)
+            for p in ring_files_since(ring / f"worker-{index}", started_ns - RING_MARGIN_NS)
+        ]
+        fresh = apply_correlation(folder, result, captures)
+        knowledge.save(folder / "baseline.json")
+        state = self._correlator_state()
+        state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state.with_suffix(".tmp")
+        knowledge.save(tmp)
+        tmp.replace(state)
+        if fresh:
+            lines = b"".join(
+                json.dumps({**record, "worker": None, "segment": seq}).encode() + b"\n" for record in fresh
+            )
+            with (self.out / "alerts-live.jsonl").open("ab") as handle:
+                handle.write(lines)
+            self._correlated_alerts += len(fresh)
+
+    def _merge(self, seq: int, started_ns: int, meta: dict[str, Any]) -> Path | None:
+        s = self.settings
+        folder = segment_dir(self.out, seq)
+        finish = None
+        if s.workers > 1 and self._template().options.detect:
+
+            def finish(target: Path) -> None:
+                try:
+                    self._correlate(seq, started_ns, target)
+                except Exception as exc:  # a detector bug must not lose the merged segment
+                    self._errors["correlate"] = f"segment {seq}: {exc!r}"
+                    self._say(logging.ERROR, f"segment {seq}: cross-flow detection failed: {exc!r}")
+                else:
+                    self._errors.pop("correlate", None)
+
+        try:
+            merge_segment(folder, [folder / f"worker-{i}" for i in range(s.workers)], meta, finish)
+        except (OSError, ValueError, FieldWardError) as exc:
+            self._errors["merge"] = f"segment {seq}: {exc}"
+            self._say(logging.ERROR, f"cannot merge segment {seq}: {exc}")
+            return None
+        self._errors.pop("merge", None)
+        self._segments_done += 1
+        return folder
+
     def _publisher(self) -> None:
         while True:
             item = self._publish_queue.get()
             if item is None:
                 return
-            seq, folder = item
+            seq, started_ns, meta = item
+            merged = self._merge(seq, started_ns, meta)
+            if merged is None:
+                continue
+            folder = merged
             try:
                 outcome = self.sink.publish(folder)
             except FieldWardError as exc:
@@ -272,6 +366,7 @@ class SensorRunner:
         return {
             "segments_finished": float(self._segments_done),
             "segments_published": float(self._published),
+            "alerts_correlated": float(self._correlated_alerts),
             "publish_failures": float(self._publish_failures),
             "publish_pending_batches": float(self._pending),
             "uptime_seconds": time.time() - self._started,
@@ -342,6 +437,7 @@ class SensorRunner:
             "segment": self._seq,
             "segments_finished": self._segments_done,
             "segments_published": self._published,
+            "alerts_correlated": self._correlated_alerts,
             "publish_pending_batches": self._pending,
             "last_publish": None
             if self._last_publish is None
@@ -393,8 +489,9 @@ class SensorRunner:
             self._say(logging.ERROR, f"worker {index} failed:\n{data['message']}")
 
     def _finish_segment(self, segment: _Segment) -> None:
+        """Hand a segment every worker has finished to the publishing thread (merge, cross-flow
+        detection, publish: none of it stalls the main loop)."""
         s = self.settings
-        folder = segment_dir(self.out, segment.seq)
         meta = {
             "sensor_version": __version__,
             "interface": s.interface,
@@ -404,15 +501,7 @@ class SensorRunner:
             "workers": s.workers,
             "failed_workers": sorted(i for i, d in segment.done.items() if not d["ok"]),
         }
-        try:
-            merge_segment(folder, [folder / f"worker-{i}" for i in range(s.workers)], meta)
-        except (OSError, ValueError) as exc:
-            self._errors["merge"] = f"segment {segment.seq}: {exc}"
-            self._say(logging.ERROR, f"cannot merge segment {segment.seq}: {exc}")
-            return
-        self._errors.pop("merge", None)
-        self._segments_done += 1
-        self._publish_queue.put((segment.seq, folder))
+        self._publish_queue.put((segment.seq, int(segment.started * 1e9), meta))
 
     def run(self) -> int:
         s = self.settings

@@ -32,6 +32,7 @@ from fieldward.capture.live import LiveCapture, LiveCaptureError, interface_stat
 from fieldward.detect.engine import DetectionContext
 from fieldward.detect.knowledge import Knowledge
 from fieldward.pipeline import Analysis, AnalysisOptions, fewer_collections
+from fieldward.sensor.merge import ADDRESSES_FILE
 from fieldward.sensor.metrics import Field, SharedCounters, WorkerState
 from fieldward.sensor.ring import EvidenceRing
 
@@ -83,7 +84,11 @@ class _Worker:
         self.capture: LiveCapture | None = None
         self.capture_error = ""
         baseline = _baseline_path(config)
-        self.knowledge = Knowledge.load(baseline) if baseline.is_file() else Knowledge()
+        given = config.options.baseline
+        if baseline.is_file():
+            self.knowledge = Knowledge.load(baseline)
+        else:  # first run: start from --baseline, as ``analyze --baseline`` does
+            self.knowledge = Knowledge.load(given) if given is not None else Knowledge()
         self.ring = EvidenceRing(
             (config.ring_dir or config.out / "ring") / f"worker-{config.index}",
             max_bytes=config.ring_bytes // config.workers,
@@ -117,6 +122,14 @@ class _Worker:
 
     def _open(self) -> bool:
         c = self.config
+        state = interface_state(c.interface)
+        if state.exists and not state.up:  # a socket opens on a downed link, then every read fails
+            message = f"interface {c.interface} is down ({state.operstate}): waiting for it to come up"
+            if message != self.capture_error:
+                self.capture_error = message
+                self.report("error", message=message)
+            self._set(Field.STATE, WorkerState.WAITING)
+            return False
         try:
             self.capture = LiveCapture(
                 c.interface,
@@ -160,8 +173,10 @@ class _Worker:
         try:
             batch = self.capture.read(self.config.batch_packets, timeout)
         except LiveCaptureError as exc:
-            self.report("error", message=str(exc))
+            if str(exc) != self.capture_error:  # reported once, not once per retry
+                self.report("error", message=str(exc))
             self.capture_error = str(exc)
+            self._set(Field.STATE, WorkerState.WAITING)
             self._close_capture()
             return 0
         n = len(batch)
@@ -217,6 +232,8 @@ class _Worker:
             result = self.analysis.finish(captures)
             summary: dict[str, Any] = result.summary()
             ok = True
+            if self.config.workers > 1 and result.out_dir is not None:  # distinct counts for the merge
+                (result.out_dir / ADDRESSES_FILE).write_text(json.dumps(result.totals.address_sets()))
         except Exception:
             summary = {"error": traceback.format_exc(limit=5)}
             ok = False
