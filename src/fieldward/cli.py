@@ -1251,6 +1251,7 @@ def serve(
         Path | None,
         typer.Option(help="Device plane settings (YAML, docs/trust/console.md); implies --trust."),
     ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes (about one per core).")] = 1,
 ) -> None:
     """Run the console (REST API and web UI); the first start creates an admin, printing its password once."""
     from fieldward.console.serve import serve as run_console
@@ -1275,6 +1276,7 @@ def serve(
             port,
             ssl_certfile=str(cert) if cert is not None else None,
             ssl_keyfile=str(key) if key is not None else None,
+            workers=workers,
         )
 
 

@@ -164,3 +164,55 @@ def test_evidence_upload_for_the_sensors_own_alert(console: Console, demo_folder
     )
     assert foreign.status_code == 404
     assert client.post("/api/v1/ingest/evidence/999999", content=data, headers=headers).status_code == 404
+
+
+def test_text_is_cleaned_in_every_text_column_and_only_there(any_console: Console) -> None:
+    """NUL characters are replaced and over-long bounded values truncated in text and JSON columns
+    (a bare JSON string included); numbers and times are taken as typed values."""
+    console = any_console
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    device = {
+        "id": "mac:02:00:00:00:00:99",
+        "hostname": "plc\x00one",
+        "ips": ["10.1.1.1"],
+        "packets": 7,
+        "last_seen": "2026-12-01T10:00:00Z",
+        "attributes": {"vendor": {"value": "Sie\x00mens", "confidence": 0.5}},
+    }
+    pushed = client.post(
+        "/api/v1/ingest/devices", json={"batch_id": str(uuid.uuid4()), "records": [device]}, headers=sensor
+    )
+    assert pushed.status_code == 200, pushed.text
+    assert pushed.json()["weird"]["devices.nul_replaced"] == 1
+    assert pushed.json()["weird"]["device_attributes.nul_replaced"] == 1
+    alert = {
+        "id": "clean-1",
+        "type": "t",
+        "severity": "high",
+        "title": "stop\x00cpu",
+        "src": "s" * 300,
+        "count": 3,
+        "last_ts": "2026-12-01T10:00:00Z",
+        "src_device": device["id"],
+    }
+    too_long_key = {**alert, "id": "k" * 65}
+    pushed = client.post(
+        "/api/v1/ingest/alerts",
+        json={"batch_id": str(uuid.uuid4()), "records": [alert, too_long_key]},
+        headers=sensor,
+    )
+    body = pushed.json()
+    assert body["skipped"] == 1
+    assert body["weird"]["alerts.alert_key_too_long"] == 1
+    assert body["weird"]["alerts.src_truncated"] == 1
+    assert body["weird"]["alerts.nul_replaced"] == 1
+    with console.database.session() as session:
+        stored = session.execute(
+            select(Alert.title, Alert.src, Alert.count).where(Alert.alert_key == "clean-1")
+        ).one()
+        hostname = session.scalar(select(Device.hostname).where(Device.device_key == device["id"]))
+    assert stored.title == "stop\ufffdcpu"
+    assert stored.src == "s" * 255
+    assert stored.count == 3
+    assert hostname == "plc\ufffdone"

@@ -342,8 +342,9 @@ def _document_transport_errors(app: FastAPI) -> None:
 
 
 def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
-    """The console application for ``settings`` (defaults: :meth:`ConsoleSettings.from_env`)."""
-    settings = settings if settings is not None else ConsoleSettings.from_env()
+    """The console application for ``settings`` (defaults: :meth:`ConsoleSettings.load`: the worker
+    settings file of ``fieldward serve --workers N``, else the environment)."""
+    settings = settings if settings is not None else ConsoleSettings.load()
     database = Database(settings.url())
     trust = build_trust(settings, database)  # None unless settings.trust (docs/trust/console.md)
 

@@ -11,15 +11,25 @@ hands the verified chain to the routes (EST ``simplereenroll``, IDevID ``simplee
 device API). Browsers and tokens work as before: no certificate is asked of them. Without ``--cert``
 the console's own server certificate is issued by the FieldWard CA (``console`` profile) into
 ``<data dir>/trust/console-tls/`` and reissued 30 days before it expires.
+
+With ``workers`` > 1 uvicorn starts that many worker processes, each building its own application
+with ``create_app`` (an import string and ``factory=True``: uvicorn cannot copy an application object
+into other processes). The parent hands them its settings, device plane included, through a JSON file
+of mode 0600 named by ``$FIELDWARD_CONSOLE_SETTINGS_FILE`` (the file may hold a database URL with its
+password, so never the environment itself), removed when the server stops.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import socket
 import ssl
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,11 +38,17 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
 
 from fieldward.console.app import bootstrap, create_app
-from fieldward.console.settings import ConsoleSettings
+from fieldward.console.settings import SETTINGS_FILE_ENV, ConsoleSettings
 from fieldward.console.trust_hooks import ConsoleTrust, trust_of
 from fieldward.store.database import Database
 
-__all__ = ["announce_first_admin", "console_tls_files", "serve", "uvicorn_options"]
+__all__ = [
+    "announce_first_admin",
+    "console_tls_files",
+    "serve",
+    "uvicorn_options",
+    "worker_settings_file",
+]
 
 RENEW_BEFORE = dt.timedelta(days=30)
 """The console's own certificate is reissued when it expires sooner than this."""
@@ -159,10 +175,14 @@ def serve(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     out: TextIO | None = None,
+    workers: int = 1,
 ) -> None:
     """Migrate, create the first admin when there is no user (printing its password once), and serve
-    the console on ``host:port`` until interrupted."""
+    the console on ``host:port`` with ``workers`` processes until interrupted."""
     import uvicorn
+
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
 
     database = Database(settings.url())
     try:
@@ -174,4 +194,43 @@ def serve(
     del password
     app = create_app(settings)
     options = uvicorn_options(app, settings, host, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
-    uvicorn.run(app, host=host, port=port, log_level="info", **options)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info", **options)
+        return
+    # The parent only supervises: its application was built for the TLS options (the device plane's
+    # server certificate); each worker builds its own from the settings file.
+    trust = trust_of(app)
+    if trust is not None:
+        trust.close()
+    app.state.database.dispose()
+    del app
+    with worker_settings_file(settings):
+        uvicorn.run(
+            "fieldward.console.app:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            **options,
+        )
+
+
+@contextmanager
+def worker_settings_file(settings: ConsoleSettings) -> Iterator[Path]:
+    """Write ``settings`` to a private JSON file (mode 0600) and name it in
+    ``$FIELDWARD_CONSOLE_SETTINGS_FILE`` for the worker processes; both are removed on exit."""
+    handle, name = tempfile.mkstemp(prefix="fieldward-console-", suffix=".json")
+    path = Path(name)
+    previous = os.environ.get(SETTINGS_FILE_ENV)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(settings.model_dump_json().encode("utf-8"))
+        os.environ[SETTINGS_FILE_ENV] = name
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(SETTINGS_FILE_ENV, None)
+        else:
+            os.environ[SETTINGS_FILE_ENV] = previous
+        path.unlink(missing_ok=True)

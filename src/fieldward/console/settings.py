@@ -17,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from fieldward.store.database import data_dir as default_data_dir
 from fieldward.store.database import default_url
 
-__all__ = ["TRUST_ENV", "ConsoleSettings"]
+__all__ = ["SETTINGS_FILE_ENV", "TRUST_ENV", "ConsoleSettings"]
+
+SETTINGS_FILE_ENV = "FIELDWARD_CONSOLE_SETTINGS_FILE"
+"""Names the JSON settings file that ``fieldward serve --workers N`` writes for its worker processes
+(mode 0600, removed when the server stops); :meth:`ConsoleSettings.load` reads it."""
 
 TRUST_ENV: dict[str, str] = {
     "FIELDWARD_TRUST": "trust",
@@ -105,6 +109,17 @@ class ConsoleSettings(BaseModel):
         values.update(_trust_env())
         values.update(overrides)
         return cls.model_validate(values)
+
+    @classmethod
+    def load(cls) -> ConsoleSettings:
+        """The settings of a console process started without explicit settings: those of the file
+        named by ``$FIELDWARD_CONSOLE_SETTINGS_FILE`` (the workers of ``fieldward serve --workers N``,
+        so they run with exactly the parent's settings, the device plane's included), else
+        :meth:`from_env`."""
+        path = os.environ.get(SETTINGS_FILE_ENV)
+        if not path:
+            return cls.from_env()
+        return cls.model_validate_json(Path(path).read_bytes())
 
     def url(self) -> str:
         """The database URL to open."""

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -266,22 +267,51 @@ class _Cleaner:
                 self.limits[column.name] = length
         self.keys = frozenset(keys)
         self.report = report
+        # Columns of numbers, times and flags: the row builders put only such values there (``_int``,
+        # ``_ts``...), never text, so the per-row loop skips them. Text and JSON columns (a JSON value
+        # may be a bare string) and names that are not the table's are checked.
+        self._typed = frozenset(
+            column.name
+            for column in table.columns
+            if not isinstance(column.type, String | JSON) and _python_type(column) in _TYPED
+        )
+        self._texts: dict[frozenset[str], tuple[tuple[str, int | None], ...]] = {}
+
+    def _text_columns(self, row: dict[str, Any]) -> tuple[tuple[str, int | None], ...]:
+        """``(name, length limit)`` of the row's columns that may hold text (cached by row shape)."""
+        names = frozenset(row)
+        found = self._texts.get(names)
+        if found is None:
+            found = tuple((name, self.limits.get(name)) for name in row if name not in self._typed)
+            self._texts[names] = found
+        return found
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        for name, value in row.items():
+        for name, limit in self._text_columns(row):
+            value = row[name]
             if type(value) is not str:
                 continue
             if "\x00" in value:
                 value = value.replace("\x00", "\ufffd")
                 row[name] = value
                 self.report.weird[f"{self.table}.nul_replaced"] += 1
-            limit = self.limits.get(name)
             if limit is not None and len(value) > limit:
                 if name in self.keys:
                     raise _RecordError(f"{name}_too_long")
                 row[name] = value[:limit]
                 self.report.weird[f"{self.table}.{name}_truncated"] += 1
         return row
+
+
+_TYPED = (int, float, bool, dt.datetime, dt.date)
+
+
+def _python_type(column: Column[Any]) -> type | None:
+    try:
+        kind: type = getattr(column.type, "impl", column.type).python_type  # a TypeDecorator: its impl
+    except NotImplementedError:
+        return None
+    return kind
 
 
 # --- dialect upserts -------------------------------------------------------------------------------
@@ -442,8 +472,8 @@ def _copy(
     connection: Connection, table: Table, columns: Sequence[str], rows: Iterable[dict[str, Any]]
 ) -> None:
     """``COPY table (columns) FROM STDIN`` of ``rows`` (PostgreSQL); JSON columns sent as JSON text."""
-    json_flags = [isinstance(table.c[c].type, JSON) for c in columns]
-    flags = list(zip(columns, json_flags, strict=True))
+    json_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    values_of = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     quote = connection.dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
     driver = connection.connection.driver_connection
@@ -451,7 +481,10 @@ def _copy(
         raise IngestError("the database connection is closed")
     with driver.cursor() as cursor, cursor.copy(sql) as copy:
         for row in rows:
-            copy.write_row([_json_text(row[c]) if is_json else row[c] for c, is_json in flags])
+            values = list(values_of(row))
+            for index in json_columns:
+                values[index] = _json_text(values[index])
+            copy.write_row(values)
 
 
 def _json_text(value: Any) -> str:

@@ -125,8 +125,10 @@ class CountCache:
     a page's cost (a million alerts, 50 clients). Totals of at least ``minimum`` rows are kept for
     ``ttl`` seconds: such a total is a figure ("12,345 alerts"), not an exact state, and it is at most
     ``ttl`` old. Smaller totals are always computed, so a small site (and every test) sees exact
-    figures after each change. Thread-safe (the routes run in FastAPI's thread pool); at most
-    ``size`` keys (the oldest go first).
+    figures after each change. When a kept total expires, one request recounts it while the others
+    that ask for the same key meanwhile get the expired figure (at most ``ttl`` more, then they count
+    too): no burst of identical counts when a busy page's total expires. Thread-safe (the routes run
+    in FastAPI's thread pool); at most ``size`` keys (the oldest go first).
     """
 
     def __init__(self, ttl: float = 10.0, minimum: int = 1000, size: int = 4096) -> None:
@@ -135,18 +137,26 @@ class CountCache:
         self.size = size
         self._lock = threading.Lock()
         self._entries: dict[Hashable, tuple[float, int]] = {}
+        self._counting: set[Hashable] = set()
 
     def count(self, key: Hashable, compute: Callable[[], int]) -> int:
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        value = compute()
+            if entry is not None:
+                expires, value = entry
+                if expires > now or (key in self._counting and now < expires + self.ttl):
+                    return value
+            self._counting.add(key)
+        try:
+            value = compute()
+        finally:
+            with self._lock:
+                self._counting.discard(key)
         with self._lock:
             if value >= self.minimum and self.ttl > 0:
                 self._entries.pop(key, None)
-                self._entries[key] = (now + self.ttl, value)
+                self._entries[key] = (time.monotonic() + self.ttl, value)
                 while len(self._entries) > self.size:
                     self._entries.pop(next(iter(self._entries)))
             else:
