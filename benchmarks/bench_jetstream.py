@@ -8,15 +8,24 @@ What runs, all on this machine:
 - **HTTPS**: the real console (``uvicorn fieldward.console.app:create_app --workers W``) and
   :class:`SensorClient`; a batch counts when the console answered (it is committed then);
 - **JetStream**: ``nats-server -js`` (file storage) and ``W`` ``fieldward ingest-worker`` processes on
-  one durable consumer; :class:`JetStreamSensorClient` publishes; the time runs until every batch is
-  committed by a worker (``ingest_batches`` holds all of them). The sensors' own publish time (until
-  JetStream acknowledged durable storage) is printed too: it is how fast a sensor offloads.
+  one durable consumer. The two halves are timed apart so the sensors do not compete with the
+  workers for the CPU: the workers start, bind the consumer and are then frozen (SIGSTOP); the
+  sensors publish everything (the *publish* rate: until JetStream acknowledged durable storage);
+  then every worker is resumed at the same instant (SIGCONT) and the *ingest* rate runs until every
+  batch is committed (``ingest_batches`` holds all of them).
 
-Each measurement gets a fresh PostgreSQL database (created from the ``--pg`` server, dropped after).
-Records/s = records of the three folders / wall-clock seconds. The machine is shared (2 cores, other
-jobs running): compare the ratios printed in one run, not absolute figures across runs.
+Fairness on a small shared machine (``--pin``, on by default when there are 2+ usable cores): worker
+``i`` (and uvicorn with ``W`` processes) is pinned to its own core(s) with ``sched_setaffinity``
+(``taskset -c``), so one worker gets one core and two workers two cores. PostgreSQL and nats-server are
+not pinned (they serve every worker); the run prints the cores they may use. Each configuration is
+measured ``--rounds`` times, interleaved (1 worker, 2 workers, 1, 2, ...), and the median is reported
+with the spread. Each measurement gets a fresh PostgreSQL database (created from the ``--pg``
+server, dropped after). Records/s = records of the three folders / wall-clock seconds. The machine
+is shared: the load average (``uptime``) is printed before and after; compare the ratios printed in
+one run, not absolute figures across runs.
 
-    .venv/bin/python benchmarks/bench_jetstream.py                      # defaults
+    .venv/bin/python benchmarks/bench_jetstream.py                      # defaults: 3 rounds
+    .venv/bin/python benchmarks/bench_jetstream.py --rounds 5 --no-https
     .venv/bin/python benchmarks/bench_jetstream.py --devices 500 --communications 5000 --alerts 500
 """
 
@@ -28,6 +37,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +79,80 @@ def _free_port() -> int:
 def _loadavg() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min, {os.cpu_count()} cores)"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return _loadavg()
+
+
+def _cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def _pinned(cores: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` binding the child to ``cores`` (what ``taskset -c`` does); None: not pinned."""
+    if not cores:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cores)
+
+    return pin
+
+
+def _affinity(pid: int) -> str:
+    try:
+        cores = sorted(os.sched_getaffinity(pid))
+    except OSError:
+        return "?"
+    return ",".join(map(str, cores))
+
+
+def _postgres_affinity(server: str) -> str:
+    """The cores a PostgreSQL backend may run on (its postmaster's, inherited by every backend)."""
+    admin = server.rstrip("/").replace("postgresql+psycopg://", "postgresql://") + "/test"
+    try:
+        with psycopg.connect(admin) as connection:
+            row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    except psycopg.Error as exc:
+        return f"? ({type(exc).__name__})"
+    return _affinity(int(row[0])) if row else "?"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (``/proc/<pid>/stat``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL process on the host (other users' queries included)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    found[int(entry.name)] = _cpu_seconds(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _postgres_cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds PostgreSQL used since ``before``: processes still there and new ones (a backend
+    that exited meanwhile is not counted, so this is a lower bound)."""
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in _postgres_cpu().items())
+
+
+def _worker_cores(args: argparse.Namespace, index: int) -> set[int] | None:
+    cores = _cores()
+    return {cores[index % len(cores)]} if args.pin else None
 
 
 class Scratch:
@@ -132,7 +216,8 @@ def measure_https(args: argparse.Namespace, folders: list[Path], workers: int, t
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-        server = subprocess.Popen(command, env=env, start_new_session=True)
+        cores = set(_cores()[:workers]) if args.pin else None
+        server = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_pinned(cores))
         try:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
@@ -164,8 +249,9 @@ def measure_https(args: argparse.Namespace, folders: list[Path], workers: int, t
         records = sum(sum(r.delivered.values()) for r in reports)
         assert all(r.complete for r in reports), [r.to_json() for r in reports]
         rate = records / elapsed
+        where = f"cores {','.join(map(str, sorted(cores)))}" if cores else "not pinned"
         print(
-            f"HTTPS push      uvicorn x{workers}: {records:,} records in {elapsed:6.2f} s "
+            f"  HTTPS push      uvicorn x{workers} ({where}): {records:,} records in {elapsed:6.2f} s "
             f"= {rate:9,.0f} records/s"
         )
         return rate
@@ -177,8 +263,12 @@ async def _create_stream(url: str) -> None:
     await connection.close()
 
 
-def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: int, tmp: Path) -> float:
-    root = tmp / f"nats-{workers}"
+def measure_jetstream(
+    args: argparse.Namespace, folders: list[Path], workers: int, tmp: Path, label: str
+) -> tuple[float, float, float, float]:
+    """``(ingest records/s, publish records/s, records per worker CPU second, PostgreSQL cores busy)``
+    of one run with ``workers`` worker processes."""
+    root = tmp / f"nats-{label}"
     root.mkdir()
     port = _free_port()
     url = f"nats://127.0.0.1:{port}"
@@ -188,6 +278,7 @@ def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: in
         stderr=subprocess.DEVNULL,
     )
     processes: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
     try:
         with Scratch(args.pg) as db:
             db_url = db.url.render_as_string(False)
@@ -196,13 +287,20 @@ def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: in
                     session.add(Sensor(name=f"js-{n}"))
             command = [
                 sys.executable, "-m", "fieldward.cli", "ingest-worker", "--nats", url, "--db", db_url,
-                "--fetch", str(args.fetch), "--concurrency", str(args.concurrency), "--ack-wait", "60",
+                "--fetch", str(args.fetch), "--concurrency", str(args.concurrency), "--ack-wait", "120",
             ]  # fmt: skip
             asyncio.run(_create_stream(url))
-            logs = [tmp / f"worker-{workers}-{i}.log" for i in range(workers)]
-            for log in logs:
+            logs = [tmp / f"worker-{label}-{i}.log" for i in range(workers)]
+            for index, log in enumerate(logs):
                 with log.open("wb") as out:
-                    processes.append(subprocess.Popen([*command, "-v"], stdout=out, stderr=subprocess.STDOUT))
+                    processes.append(
+                        subprocess.Popen(
+                            [*command, "-v"],
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=_pinned(_worker_cores(args, index)),
+                        )
+                    )
             deadline = time.monotonic() + args.worker_start
             while time.monotonic() < deadline:  # the workers import, migrate (no-op), bind the consumer
                 if all("consuming" in log.read_text() for log in logs):
@@ -210,10 +308,13 @@ def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: in
                 time.sleep(0.2)
             else:
                 raise SystemExit(f"the workers did not start within {args.worker_start} s")
+            for process in processes:  # frozen while the sensors publish: no competition for the CPU
+                process.send_signal(signal.SIGSTOP)
+            time.sleep(1.5)  # their outstanding pull requests (1 s) expire: no batch waits in a frozen one
             clients = [
                 JetStreamSensorClient(
                     url,
-                    tmp / f"js-spool-{workers}-{n}",
+                    tmp / f"js-spool-{label}-{n}",
                     sensor=f"js-{n}",
                     batch_records=args.batch,
                     columnar=False,
@@ -228,6 +329,11 @@ def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: in
             for client in clients:
                 client.close()
             batches = sum(r.batches_spooled for r in reports)
+            cpu_before = [_cpu_seconds(process.pid) for process in processes]
+            pg_before = _postgres_cpu()
+            started = time.perf_counter()
+            for process in processes:
+                process.send_signal(signal.SIGCONT)
             while True:
                 with db.session() as session:
                     done = session.scalar(select(func.count()).select_from(IngestBatch)) or 0
@@ -237,24 +343,41 @@ def measure_jetstream(args: argparse.Namespace, folders: list[Path], workers: in
                     raise SystemExit(f"only {done} of {batches} batches ingested after 30 min")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
+            worker_cpu = sum(_cpu_seconds(p.pid) - b for p, b in zip(processes, cpu_before, strict=True))
+            pg_cpu = _postgres_cpu_since(pg_before)
     finally:
         for process in processes:
+            process.send_signal(signal.SIGCONT)
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(timeout=60)
         server.terminate()
         server.wait(timeout=30)
-    for log in logs:  # the workers' counters (retries: deadlocks between concurrent batches)
-        finals = [line for line in log.read_text().splitlines() if line.startswith("ingest worker:")]
-        print(f"    {finals[-1] if finals else log.name + ': no final counters'}")
     records = sum(sum(r.delivered.values()) for r in reports)
     rate = records / elapsed
-    print(
-        f"JetStream       workers x{workers}: {records:,} records in {elapsed:6.2f} s "
-        f"= {rate:9,.0f} records/s"
-        f"  (sensors done publishing after {published:.2f} s = {records / published:,.0f} records/s)"
+    where = (
+        "cores " + " ".join(str(sorted(_worker_cores(args, i) or [])) for i in range(workers))
+        if args.pin
+        else "not pinned"
     )
-    return rate
+    print(
+        f"  JetStream       workers x{workers} ({where}): {records:,} records ingested in {elapsed:6.2f} s "
+        f"= {rate:9,.0f} records/s  (published in {published:.2f} s = {records / published:,.0f} records/s)"
+    )
+    per_cpu = records / max(worker_cpu, 1e-9)
+    print(
+        f"      CPU while ingesting: workers {worker_cpu:.2f} s ({per_cpu:,.0f} records "
+        f"per worker CPU second, {worker_cpu / elapsed:.2f} cores busy), PostgreSQL {pg_cpu:.2f} s "
+        f"({pg_cpu / elapsed:.2f} cores, all its clients)"
+    )
+    for log in logs:  # the workers' counters (retries: deadlocks between concurrent batches)
+        finals = [line for line in log.read_text().splitlines() if line.startswith("ingest worker:")]
+        print(f"      {finals[-1] if finals else log.name + ': no final counters'}")
+    return rate, records / published, per_cpu, pg_cpu / elapsed
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):9,.0f} (min {min(values):,.0f}, max {max(values):,.0f})"
 
 
 def main() -> None:
@@ -272,41 +395,86 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="Batches a worker applies at once")
     parser.add_argument("--worker-start", type=float, default=120.0, help="Most seconds for workers to start")
     parser.add_argument("--workers", default="1,2", help="Worker counts to measure")
+    parser.add_argument("--rounds", type=int, default=3, help="Measurements of each configuration (median)")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=len(os.sched_getaffinity(0)) >= 2,
+        help="Pin worker i to core i (default: on with 2+ usable cores)",
+    )
+    parser.add_argument(
+        "--https", action=argparse.BooleanOptionalAction, default=True, help="Measure the HTTPS peer too"
+    )
     args = parser.parse_args()
     if not Path(NATS_SERVER).is_file():
         raise SystemExit(f"nats-server not found at {NATS_SERVER}")
     counts = [int(w) for w in args.workers.split(",")]
-    print(f"machine shared with other jobs; {_loadavg()}")
+    print(f"machine shared with other jobs; before: {_uptime()}")
+    print(
+        f"usable cores {','.join(map(str, _cores()))}; PostgreSQL backends may run on cores "
+        f"{_postgres_affinity(args.pg)}, nats-server and the sensors (this process) on "
+        f"{_affinity(os.getpid())} (not pinned); "
+        f"workers {'pinned, one core each' if args.pin else 'not pinned'}"
+    )
     per_sensor = args.devices + args.communications + args.alerts
     print(
         f"{SENSORS} sensors x {per_sensor:,} records, batches of {args.batch}; "
-        f"PostgreSQL {args.pg.split('@')[-1]}"
+        f"PostgreSQL {args.pg.split('@')[-1]}; {args.rounds} round(s)"
     )
+    ingest: dict[int, list[float]] = {w: [] for w in counts}
+    publish: dict[int, list[float]] = {w: [] for w in counts}
+    https: dict[int, list[float]] = {w: [] for w in counts}
+    efficiency: dict[int, list[float]] = {w: [] for w in counts}
+    postgres: dict[int, list[float]] = {w: [] for w in counts}
     with tempfile.TemporaryDirectory(prefix="fw-js-bench-") as scratch:
         tmp = Path(scratch)
         folders = [
             write_folder(tmp / f"sensor-{n}", n, args.devices, args.communications, args.alerts)
             for n in range(SENSORS)
         ]
-        rates: dict[str, float] = {}
-        for workers in counts:
-            rates[f"https-{workers}"] = measure_https(args, folders, workers, tmp)
-            rates[f"js-{workers}"] = measure_jetstream(args, folders, workers, tmp)
-        print(f"after the runs: {_loadavg()}")
-        for workers in counts:
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}: {_loadavg()}")
+            order = counts if round_ % 2 == 0 else counts[::-1]  # neither count always goes first
+            for workers in order:
+                label = f"{round_}-{workers}"
+                rate, offload, per_cpu, pg_cores = measure_jetstream(args, folders, workers, tmp, label)
+                ingest[workers].append(rate)
+                publish[workers].append(offload)
+                efficiency[workers].append(per_cpu)
+                postgres[workers].append(pg_cores)
+                if args.https:
+                    (tmp / label).mkdir()
+                    https[workers].append(measure_https(args, folders, workers, tmp / label))
+        print(f"after the runs: {_uptime()}")
+    print(f"medians of {args.rounds} round(s), records/s:")
+    for workers in counts:
+        print(f"  JetStream ingest, {workers} worker(s):   {_spread(ingest[workers])}")
+        print(f"  JetStream publish (sensors), {workers}:   {_spread(publish[workers])}")
+        print(f"  records per worker CPU second, {workers}: {_spread(efficiency[workers])}")
+        print(
+            f"  PostgreSQL cores busy while {workers} worker(s) ingest: "
+            f"{statistics.median(postgres[workers]):.2f} (all its clients)"
+        )
+        if args.https:
+            print(f"  HTTPS push, uvicorn x{workers}:          {_spread(https[workers])}")
+    for workers in counts:
+        if args.https:
             print(
                 f"ratio JetStream/HTTPS with {workers} worker(s): "
-                f"{rates[f'js-{workers}'] / rates[f'https-{workers}']:.2f}"
+                f"{statistics.median(ingest[workers]) / statistics.median(https[workers]):.2f}"
             )
-        if len(counts) > 1:
-            low, high = counts[0], counts[-1]
-            print(
-                f"ratio JetStream {high} workers / {low} worker(s): "
-                f"{rates[f'js-{high}'] / rates[f'js-{low}']:.2f}"
-            )
+    if len(counts) > 1:
+        low, high = counts[0], counts[-1]
+        per_round = [b / a for a, b in zip(ingest[low], ingest[high], strict=True)]
+        print(
+            f"ratio JetStream {high} workers / {low} worker(s): "
+            f"{statistics.median(ingest[high]) / statistics.median(ingest[low]):.2f} of the medians; "
+            f"per round {', '.join(f'{r:.2f}' for r in per_round)}"
+        )
+        if args.https:
             print(
                 f"ratio HTTPS {high} workers / {low} worker(s): "
-                f"{rates[f'https-{high}'] / rates[f'https-{low}']:.2f}"
+                f"{statistics.median(https[high]) / statistics.median(https[low]):.2f}"
             )
 
 

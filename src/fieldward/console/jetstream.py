@@ -77,6 +77,8 @@ DEFAULT_STREAM: Final = "FIELDWARD_INGEST"
 TRANSPORT_KINDS: Final = (*KINDS, *COLUMNAR, EVIDENCE)
 """What a subject's last token may be: record kinds, ``flows``, ``events``, ``evidence``."""
 SENSOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NKEY_USER_SEED: Final = re.compile(r"SU[A-Z2-7]{56}")
+"""A user nkey seed as ``nsc`` or ``nk -gen user`` writes it (base32, 58 characters)."""
 """A sensor name that is one NATS subject token (no ``.``, ``*``, ``>`` or spaces)."""
 
 # Message headers (besides Nats-Msg-Id). Values are plain ASCII; none carries a secret.
@@ -125,6 +127,8 @@ class NatsSettings:
     creds_file: Path | None = None
     ca_file: Path | None = None
     connect_timeout: float = 2.0
+    nkey_seed: str | None = None
+    """A user nkey seed (server ``users = [{nkey: U...}]``): the client signs the server's nonce."""
 
     def __repr__(self) -> str:
         return f"NatsSettings(servers={self.servers!r}, user={self.user!r}, creds={self.creds_file!s})"
@@ -135,8 +139,9 @@ class NatsSettings:
     ) -> NatsSettings:
         """Settings from ``nats://[user@]host:port[,host2:port]`` and an optional secret file.
 
-        The secret file is either a NATS ``.creds`` file (JWT and nkey seed), or holds on its first
-        line the password of the URL's user, or, when the URL names no user, a token. A password
+        The secret file is either a NATS ``.creds`` file (JWT and nkey seed), or a user nkey seed
+        (``SU...``, for a server that lists the user's public nkey), or holds on its first line the
+        password of the URL's user, or, when the URL names no user, a token. A password
         written in the URL is refused (it would show in process listings and shell history).
         """
         parts = urlsplit(url)
@@ -150,17 +155,20 @@ class NatsSettings:
         user = unquote(parts.username) if parts.username else None
         hosts = parts.netloc.rsplit("@", 1)[-1]
         servers = tuple(f"{parts.scheme}://{host.strip()}" for host in hosts.split(",") if host.strip())
-        password = token = None
+        password = token = seed = None
         creds: Path | None = None
         if secret_file is not None:
             text = _read_secret(secret_file)
+            first = text.strip().splitlines()[0].strip()
             if "BEGIN NATS USER JWT" in text:
                 creds = secret_file
+            elif NKEY_USER_SEED.fullmatch(first):
+                seed = first
             elif user is not None:
                 password = text.strip().splitlines()[0].strip()
             else:
                 token = text.strip().splitlines()[0].strip()
-        return cls(servers, user, password, token, creds, ca_file)
+        return cls(servers, user, password, token, creds, ca_file, nkey_seed=seed)
 
     async def connect(self, *, name: str, on_error: Callable[[Exception], None] | None = None) -> NatsClient:
         """One connection; it does not reconnect by itself (callers retry with their own backoff)."""
@@ -179,6 +187,8 @@ class NatsSettings:
         }
         if self.creds_file is not None:
             options["user_credentials"] = str(self.creds_file)
+        elif self.nkey_seed is not None:
+            options["nkeys_seed_str"] = self.nkey_seed
         elif self.user is not None:
             options["user"] = self.user
             if self.password is not None:

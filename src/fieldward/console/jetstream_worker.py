@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
+import secrets
 import signal
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -46,7 +49,7 @@ import pyarrow.parquet as pq
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fieldward.console.api.routes.columnar import drop_credentials
@@ -70,10 +73,20 @@ from fieldward.store.columnar import ColumnarStore, ColumnarStoreError
 from fieldward.store.console_models import IngestBatch
 from fieldward.store.database import Database
 from fieldward.store.ingest import IngestError, ingest_records
-from fieldward.store.models import Sensor
-from fieldward.store.transport_models import TransportDeadLetter
+from fieldward.store.models import Sensor, utcnow
+from fieldward.store.transport_models import TransportDeadLetter, TransportWorker
 
-__all__ = ["IngestWorker", "WorkerSettings", "WorkerStats", "run_worker"]
+__all__ = [
+    "Batch",
+    "BatchApplier",
+    "BatchNotReadyError",
+    "BatchRefusedError",
+    "IngestWorker",
+    "WorkerSettings",
+    "WorkerStats",
+    "parse_batch",
+    "run_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +96,20 @@ MAX_JSON_BYTES: Final = 512 * 1024 * 1024
 EVIDENCE_RETRIES: Final = 10
 """Deliveries of an evidence capture whose alert is not in the store yet before it is dead-lettered."""
 UNEXPECTED_RETRIES: Final = 5
+STATS_KEEP_DAYS: Final = 7
+"""Rows of ``transport_workers`` not updated for this many days are removed by the next worker."""
 """Deliveries of a batch that fails with an unexpected error before it is dead-lettered."""
 
 
-class _MalformedError(Exception):
-    """The message can never be applied: dead-letter it (``code`` is the counted reason)."""
+class BatchRefusedError(Exception):
+    """The batch can never be applied as it is: dead-letter it (``code`` is the counted reason)."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
 
 
-class _NotYetError(Exception):
+class BatchNotReadyError(Exception):
     """Not applicable yet (an evidence capture before its alert): retry after a delay."""
 
 
@@ -119,6 +134,10 @@ class WorkerSettings:
     stream_max_bytes: int = -1
     """Size cap of the stream when this worker creates it (-1: unlimited)."""
     stats_every: float = 60.0
+    report_every: float = 10.0
+    """Seconds between two updates of the worker's row in ``transport_workers``."""
+    name: str | None = None
+    """The worker's name in ``transport_workers`` (default ``<host>:<pid>-<random>``)."""
     reconnect_max: float = 30.0
     """Longest wait between two attempts to reach NATS."""
     api_timeout: float = 15.0
@@ -147,12 +166,127 @@ class WorkerStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
+class Batch:
+    """One sensor batch as it travelled: from a JetStream message or a stored dead letter."""
+
     sensor: str
     kind: str
     batch_id: str
     body: bytes
     headers: dict[str, str]
+
+
+class BatchApplier:
+    """Applies sensor batches to the store (blocking): the ingest workers' and the dead-letter retry's.
+
+    A batch is looked up in ``ingest_batches`` first (a batch applied before is a ``duplicate``), then
+    written, then recorded there. Raises :class:`BatchRefusedError` for a batch that cannot be
+    applied, :class:`BatchNotReadyError` for evidence whose alert is not stored yet, and the
+    database's or the disk's own errors when they are down.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        columnar: ColumnarStore | None = None,
+        evidence_dir: Path | None = None,
+        create_sensors: bool = False,
+    ) -> None:
+        self.db = database
+        self.columnar = columnar
+        self.evidence_dir = evidence_dir
+        self.create_sensors = create_sensors
+
+    def _lookup(self, batch: Batch) -> tuple[int, bool]:
+        """``(sensor id, batch already applied)`` in one read; the sensor is created when allowed."""
+        with self.db.session() as session:
+            row = session.execute(
+                select(Sensor.id, IngestBatch.id)
+                .outerjoin(
+                    IngestBatch,
+                    (IngestBatch.sensor_id == Sensor.id) & (IngestBatch.batch_id == batch.batch_id),
+                )
+                .where(Sensor.name == batch.sensor)
+            ).first()
+        if row is not None:
+            return int(row[0]), row[1] is not None
+        if not self.create_sensors:
+            raise BatchRefusedError("sensor.unknown", f"the console has no sensor named {batch.sensor!r}")
+        return ingest_records(self.db, batch.sensor, "devices", []).sensor_id, False
+
+    def apply(self, batch: Batch) -> str:
+        """Apply one batch and record it (blocking: runs in a thread); ``applied`` or ``duplicate``."""
+        sensor_id, seen = self._lookup(batch)
+        if seen:
+            return "duplicate"
+        if batch.kind == EVIDENCE:
+            written = self._apply_evidence(sensor_id, batch)
+        elif batch.kind in COLUMNAR:
+            written = self._apply_columnar(batch)
+        else:
+            records = _records_of(batch)
+            try:
+                written = ingest_records(self.db, sensor_id, batch.kind, records).records
+            except IngestError as exc:
+                raise BatchRefusedError("batch.refused", str(exc)) from None
+        try:
+            with self.db.session() as session:
+                session.add(
+                    IngestBatch(
+                        sensor_id=sensor_id, batch_id=batch.batch_id, kind=batch.kind, written=written
+                    )
+                )
+        except IntegrityError:  # applied concurrently by a redelivery to another worker
+            return "duplicate"
+        return "applied"
+
+    def _apply_columnar(self, batch: Batch) -> int:
+        if self.columnar is None:
+            raise BatchRefusedError("columnar.disabled", "this worker has no columnar store (--data-dir)")
+        data = batch.body
+        if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
+            raise BatchRefusedError("columnar.not_parquet", "the body is not a Parquet file")
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BatchRefusedError("columnar.unreadable", str(exc)[:300]) from None
+        table, _ = drop_credentials(table)
+        log_name = batch.headers.get(H_LOG) if batch.kind == "events" else None
+        if batch.kind == "events" and not (log_name and _LOG_NAME.fullmatch(log_name)):
+            raise BatchRefusedError("columnar.bad_log", "an events batch without a valid log name")
+        kind: Literal["flows", "events"] = "flows" if batch.kind == "flows" else "events"
+        report = self.columnar.add_table(kind, log_name, table, batch.sensor, batch.batch_id)
+        return report.total_rows
+
+    def _apply_evidence(self, sensor_id: int, batch: Batch) -> int:
+        if self.evidence_dir is None:
+            raise BatchRefusedError("evidence.disabled", "this worker has no evidence folder (--data-dir)")
+        data = batch.body
+        if len(data) < 24 or data[:4] not in PCAP_MAGICS:
+            raise BatchRefusedError("evidence.not_pcap", "the body is not a pcap or pcapng file")
+        reference = batch.headers.get(H_ALERT, "")
+        if not reference or len(reference) > 64 or not reference.isprintable() or "/" in reference:
+            raise BatchRefusedError("evidence.bad_alert_id", "missing or invalid Fieldward-Alert-Id")
+        with self.db.session() as session:
+            alert = find_sensor_alert(session, sensor_id, reference)
+            if alert is None:
+                raise BatchNotReadyError(
+                    f"no alert {reference!r} of sensor {batch.sensor!r} in the store (yet)"
+                )
+            relative = Path(f"sensor-{sensor_id}") / f"alert-{alert.id}.pcap"
+            target = self.evidence_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(data)
+                os.replace(temporary, target)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            alert.evidence_pcap = str(relative)
+        return 1
 
 
 class IngestWorker:
@@ -172,10 +306,20 @@ class IngestWorker:
         self.columnar = columnar
         self.evidence_dir = evidence_dir
         self.settings = settings or WorkerSettings()
+        self.applier = BatchApplier(
+            database,
+            columnar=columnar,
+            evidence_dir=evidence_dir,
+            create_sensors=self.settings.create_sensors,
+        )
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
-        self._idle_since = self._last_stats = time.monotonic()
+        self._idle_since = self._last_stats = self._last_report = time.monotonic()
         self._parallel = 1 if database.dialect == "sqlite" else max(1, self.settings.concurrency)
+        self.name = (self.settings.name or f"{socket.gethostname()}:{os.getpid()}-{secrets.token_hex(2)}")[
+            :200
+        ]
+        self._started = utcnow()
 
     def stop(self) -> None:
         """Finish the message in hand, then return from :meth:`run` (SIGTERM, SIGINT)."""
@@ -190,6 +334,15 @@ class IngestWorker:
         """
         self._idle_since = time.monotonic()
         self._last_stats = time.monotonic()
+        await self._report("running")
+        try:
+            await self._run(max_idle)
+        finally:
+            await self._report("stopped")
+        log.info("ingest worker stopped: %s", self.stats.line())
+        return self.stats
+
+    async def _run(self, max_idle: float | None) -> None:
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -216,8 +369,43 @@ class IngestWorker:
                 # every fetched message was acknowledged or nak'ed before returning: close, no drain
                 with contextlib.suppress(Exception):
                     await nc.close()
-        log.info("ingest worker stopped: %s", self.stats.line())
-        return self.stats
+
+    async def _report(self, state: str) -> None:
+        """Write the counters to ``transport_workers`` (a database error is logged, never raised)."""
+        self._last_report = time.monotonic()
+        stats = self.stats
+        values = {
+            "stream": self.settings.stream[:64],
+            "durable": self.settings.durable[:64],
+            "state": state,
+            "last_seen": utcnow(),
+            "report_every": float(self.settings.report_every),
+            "applied": stats.applied,
+            "duplicates": stats.duplicates,
+            "records": stats.records,
+            "redelivered": stats.redelivered,
+            "retried": stats.retried,
+            "dead_lettered": sum(stats.dead_lettered.values()),
+        }
+
+        def write() -> None:
+            with self.db.session() as session:
+                row = session.scalars(
+                    select(TransportWorker).where(TransportWorker.name == self.name)
+                ).first()
+                if row is None:
+                    # a new process: forget workers stopped (or silent) for a week
+                    cutoff = utcnow() - dt.timedelta(days=STATS_KEEP_DAYS)
+                    session.execute(delete(TransportWorker).where(TransportWorker.last_seen < cutoff))
+                    session.add(TransportWorker(name=self.name, started=self._started, **values))
+                else:
+                    for key, value in values.items():
+                        setattr(row, key, value)
+
+        try:
+            await asyncio.to_thread(write)
+        except SQLAlchemyError as exc:
+            log.info("cannot record the worker's counters (%s)", type(exc).__name__)
 
     def _idle(self, max_idle: float | None) -> bool:
         return max_idle is not None and time.monotonic() - self._idle_since >= max_idle
@@ -263,6 +451,8 @@ class IngestWorker:
             if now - self._last_stats >= self.settings.stats_every:
                 log.info("ingest worker: %s", self.stats.line())
                 self._last_stats = now
+            if now - self._last_report >= self.settings.report_every:
+                await self._report("running")
             if not messages and self._idle(max_idle):
                 return True
         return True
@@ -279,7 +469,7 @@ class IngestWorker:
         metadata = message.metadata
         if metadata.num_delivered > 1:
             self.stats.redelivered += 1
-        batch: _Batch | None = None
+        batch: Batch | None = None
         try:
             batch = _parse(message)
             work = asyncio.ensure_future(asyncio.to_thread(self._apply, batch))
@@ -289,12 +479,12 @@ class IngestWorker:
                     break
                 await message.in_progress()  # still writing: do not redeliver it to another worker
             outcome = work.result()
-        except _MalformedError as exc:
+        except BatchRefusedError as exc:
             await self._dead_letter(message, batch, exc)
             return
-        except _NotYetError as exc:
+        except BatchNotReadyError as exc:
             if metadata.num_delivered >= EVIDENCE_RETRIES:
-                await self._dead_letter(message, batch, _MalformedError("evidence.no_alert", str(exc)))
+                await self._dead_letter(message, batch, BatchRefusedError("evidence.no_alert", str(exc)))
                 return
             self.stats.retried += 1
             await message.nak(delay=self.settings.retry_delay)
@@ -313,7 +503,7 @@ class IngestWorker:
         except Exception as exc:  # a bug, not the message's fault: retried a few times, then kept aside
             log.exception("unexpected error applying %s", message.subject)
             if metadata.num_delivered >= UNEXPECTED_RETRIES:
-                await self._dead_letter(message, batch, _MalformedError("worker.error", type(exc).__name__))
+                await self._dead_letter(message, batch, BatchRefusedError("worker.error", type(exc).__name__))
                 return
             self.stats.retried += 1
             await message.nak(delay=self.settings.retry_delay)
@@ -325,95 +515,11 @@ class IngestWorker:
             self.stats.records += _records(batch)
         await message.ack()  # after the commit: a lost ack only causes a redelivery, found a duplicate
 
-    def _lookup(self, batch: _Batch) -> tuple[int, bool]:
-        """``(sensor id, batch already applied)`` in one read; the sensor is created when allowed."""
-        with self.db.session() as session:
-            row = session.execute(
-                select(Sensor.id, IngestBatch.id)
-                .outerjoin(
-                    IngestBatch,
-                    (IngestBatch.sensor_id == Sensor.id) & (IngestBatch.batch_id == batch.batch_id),
-                )
-                .where(Sensor.name == batch.sensor)
-            ).first()
-        if row is not None:
-            return int(row[0]), row[1] is not None
-        if not self.settings.create_sensors:
-            raise _MalformedError("sensor.unknown", f"the console has no sensor named {batch.sensor!r}")
-        return ingest_records(self.db, batch.sensor, "devices", []).sensor_id, False
-
-    def _apply(self, batch: _Batch) -> str:
+    def _apply(self, batch: Batch) -> str:
         """Apply one batch and record it (blocking: runs in a thread); ``applied`` or ``duplicate``."""
-        sensor_id, seen = self._lookup(batch)
-        if seen:
-            return "duplicate"
-        if batch.kind == EVIDENCE:
-            written = self._apply_evidence(sensor_id, batch)
-        elif batch.kind in COLUMNAR:
-            written = self._apply_columnar(batch)
-        else:
-            records = _records_of(batch)
-            try:
-                written = ingest_records(self.db, sensor_id, batch.kind, records).records
-            except IngestError as exc:
-                raise _MalformedError("batch.refused", str(exc)) from None
-        try:
-            with self.db.session() as session:
-                session.add(
-                    IngestBatch(
-                        sensor_id=sensor_id, batch_id=batch.batch_id, kind=batch.kind, written=written
-                    )
-                )
-        except IntegrityError:  # applied concurrently by a redelivery to another worker
-            return "duplicate"
-        return "applied"
+        return self.applier.apply(batch)
 
-    def _apply_columnar(self, batch: _Batch) -> int:
-        if self.columnar is None:
-            raise _MalformedError("columnar.disabled", "this worker has no columnar store (--data-dir)")
-        data = batch.body
-        if len(data) < 12 or data[:4] != b"PAR1" or data[-4:] != b"PAR1":
-            raise _MalformedError("columnar.not_parquet", "the body is not a Parquet file")
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise _MalformedError("columnar.unreadable", str(exc)[:300]) from None
-        table, _ = drop_credentials(table)
-        log_name = batch.headers.get(H_LOG) if batch.kind == "events" else None
-        if batch.kind == "events" and not (log_name and _LOG_NAME.fullmatch(log_name)):
-            raise _MalformedError("columnar.bad_log", "an events batch without a valid log name")
-        kind: Literal["flows", "events"] = "flows" if batch.kind == "flows" else "events"
-        report = self.columnar.add_table(kind, log_name, table, batch.sensor, batch.batch_id)
-        return report.total_rows
-
-    def _apply_evidence(self, sensor_id: int, batch: _Batch) -> int:
-        if self.evidence_dir is None:
-            raise _MalformedError("evidence.disabled", "this worker has no evidence folder (--data-dir)")
-        data = batch.body
-        if len(data) < 24 or data[:4] not in PCAP_MAGICS:
-            raise _MalformedError("evidence.not_pcap", "the body is not a pcap or pcapng file")
-        reference = batch.headers.get(H_ALERT, "")
-        if not reference or len(reference) > 64 or not reference.isprintable() or "/" in reference:
-            raise _MalformedError("evidence.bad_alert_id", "missing or invalid Fieldward-Alert-Id")
-        with self.db.session() as session:
-            alert = find_sensor_alert(session, sensor_id, reference)
-            if alert is None:
-                raise _NotYetError(f"no alert {reference!r} of sensor {batch.sensor!r} in the store (yet)")
-            relative = Path(f"sensor-{sensor_id}") / f"alert-{alert.id}.pcap"
-            target = self.evidence_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(data)
-                os.replace(temporary, target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-            alert.evidence_pcap = str(relative)
-        return 1
-
-    async def _dead_letter(self, message: Msg, batch: _Batch | None, exc: _MalformedError) -> None:
+    async def _dead_letter(self, message: Msg, batch: Batch | None, exc: BatchRefusedError) -> None:
         """Record the message whole with its reason, then terminate it (it is never redelivered)."""
         metadata = message.metadata
         subject = message.subject
@@ -455,45 +561,49 @@ class IngestWorker:
                 session.add(TransportDeadLetter(**row))
 
 
-def _parse(message: Msg) -> _Batch:
-    parts = message.subject.split(".")
+def _parse(message: Msg) -> Batch:
+    return parse_batch(message.subject, dict(message.headers or {}), bytes(message.data))
+
+
+def parse_batch(subject: str, headers: dict[str, str], data: bytes) -> Batch:
+    """The batch a message carries; :class:`BatchRefusedError` when the subject or headers are bad."""
+    parts = subject.split(".")
     if len(parts) != 4 or ".".join(parts[:2]) != SUBJECT_PREFIX:
-        raise _MalformedError("subject.malformed", "expected fieldward.ingest.<sensor>.<kind>")
+        raise BatchRefusedError("subject.malformed", "expected fieldward.ingest.<sensor>.<kind>")
     sensor, kind = parts[2], parts[3]
     if not SENSOR_NAME.fullmatch(sensor):
-        raise _MalformedError("subject.bad_sensor", "the sensor token is not a valid sensor name")
+        raise BatchRefusedError("subject.bad_sensor", "the sensor token is not a valid sensor name")
     if kind not in TRANSPORT_KINDS:
-        raise _MalformedError("subject.unknown_kind", f"unknown kind {kind[:40]!r}")
-    headers = dict(message.headers or {})
+        raise BatchRefusedError("subject.unknown_kind", f"unknown kind {kind[:40]!r}")
     batch_id = headers.get(H_BATCH, "")
     if not batch_id or len(batch_id) > 64 or not batch_id.replace("-", "").isalnum():
-        raise _MalformedError("header.bad_batch_id", "missing or invalid Fieldward-Batch-Id")
-    return _Batch(sensor, kind, batch_id, bytes(message.data), headers)
+        raise BatchRefusedError("header.bad_batch_id", "missing or invalid Fieldward-Batch-Id")
+    return Batch(sensor, kind, batch_id, data, headers)
 
 
-def _records_of(batch: _Batch) -> list[Any]:
+def _records_of(batch: Batch) -> list[Any]:
     encoding = batch.headers.get(H_ENCODING, "json")
     body = batch.body
     if encoding == "json+zstd":
         length = batch.headers.get(H_LENGTH, "")
         if not length.isdigit() or not 0 < int(length) <= MAX_JSON_BYTES:
-            raise _MalformedError("body.bad_length", "missing or out-of-range Fieldward-Length")
+            raise BatchRefusedError("body.bad_length", "missing or out-of-range Fieldward-Length")
         try:
             body = _unzstd(body, int(length))
         except (OSError, ValueError):
-            raise _MalformedError("body.bad_zstd", "the body does not decompress") from None
+            raise BatchRefusedError("body.bad_zstd", "the body does not decompress") from None
     elif encoding != "json":
-        raise _MalformedError("body.bad_encoding", f"unknown encoding {encoding[:40]!r}")
+        raise BatchRefusedError("body.bad_encoding", f"unknown encoding {encoding[:40]!r}")
     try:
         records = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise _MalformedError("body.bad_json", "the body is not JSON") from None
+        raise BatchRefusedError("body.bad_json", "the body is not JSON") from None
     if not isinstance(records, list):
-        raise _MalformedError("body.not_a_list", "a record batch is a JSON array")
+        raise BatchRefusedError("body.not_a_list", "a record batch is a JSON array")
     return records
 
 
-def _records(batch: _Batch | None) -> int:
+def _records(batch: Batch | None) -> int:
     if batch is None:
         return 0
     value = batch.headers.get("Fieldward-Records", "")
@@ -585,6 +695,10 @@ def worker_main(argv: list[str]) -> int:
     )
     parser.add_argument("--max-idle", type=float, help="Stop after this many seconds without a message")
     parser.add_argument("--stats-every", type=float, default=60.0)
+    parser.add_argument(
+        "--report-every", type=float, default=10.0, help="Seconds between updates of transport_workers"
+    )
+    parser.add_argument("--name", help="The worker's name in the console (default host:pid-random)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -604,6 +718,8 @@ def worker_main(argv: list[str]) -> int:
         create_sensors=args.create_sensors,
         stream_max_bytes=args.stream_max_bytes,
         stats_every=args.stats_every,
+        report_every=max(1.0, args.report_every),
+        name=args.name,
     )
     try:
         stats = run_worker(
