@@ -35,7 +35,7 @@ from fieldward.console import models as _console_models  # noqa: F401  (register
 from fieldward.console.api.deps import CountCache
 from fieldward.console.api.routes import API_PREFIX, api_router
 from fieldward.console.api.routes.uploads import UPLOADS_PATH, upload_limit
-from fieldward.console.jobs import RetentionJob, shared_store, upload_jobs
+from fieldward.console.jobs import JobLock, RetentionJob, shared_store, upload_jobs
 from fieldward.console.security import LoginLimiter, generate_password, hash_password
 from fieldward.console.settings import ConsoleSettings
 from fieldward.console.trust_hooks import build_trust, mount_trust
@@ -351,7 +351,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.first_admin_password = bootstrap(database, settings)
-        retention = RetentionJob(settings, database.sessionmaker, store=shared_store(app))
+        lock = JobLock(database.engine, "retention")  # one worker process runs it (docs/console/api.md)
+        retention = RetentionJob(settings, database.sessionmaker, store=shared_store(app), lock=lock)
         retention.start()
         if trust is not None:
             trust.start()  # the broker sync job (only with a configured broker)
@@ -380,7 +381,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.state.count_cache = CountCache()
     app.state.first_admin_password = None
     attempts, window = settings.login_rate
-    app.state.login_limiter = LoginLimiter(attempts, window)
+    app.state.login_limiter = LoginLimiter(attempts, window, database=database)
     app.include_router(api_router(), prefix=API_PREFIX)
     app.state.trust = None
     if trust is not None:

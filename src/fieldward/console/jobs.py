@@ -6,7 +6,13 @@
 - :func:`apply_retention` reads ``retention_days`` from the console settings table
   (:func:`~fieldward.console.api.routes.settings.read_settings`) and removes the day partitions older
   than that; :class:`RetentionJob` runs it periodically in a daemon thread (``start()``/``stop()``),
-  started by ``create_app``'s lifespan.
+  started by ``create_app``'s lifespan. Each round it first takes its :class:`JobLock` (``create_app``
+  gives it one named ``retention``): with several worker processes on one database only the process
+  holding it runs the job; the others skip the round (and take over when the holder stops).
+- :class:`JobLock`: one holder per database among processes: a session-level PostgreSQL advisory
+  lock (``pg_try_advisory_lock``) on a connection kept open, or on a SQLite file an exclusive
+  ``flock`` on ``<database file>.<name>.lock`` next to it; the operating system or the server
+  releases it when the holder dies.
 - :class:`UploadJobs`: captures uploaded through ``POST /api/v1/uploads`` are analysed one at a time
   by a worker thread: ``fieldward analyze`` (``fieldward.pipeline.analyze`` and the assessment) in a
   child process, then :func:`~fieldward.store.ingest.ingest_folder` into the console's database and
@@ -17,6 +23,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
 import logging
 import os
 import queue
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import orjson
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from fieldward.console.settings import ConsoleSettings
@@ -41,6 +50,7 @@ from fieldward.store.ingest import ingest_folder
 
 __all__ = [
     "DEFAULT_RETENTION_INTERVAL",
+    "JobLock",
     "RetentionJob",
     "UploadJob",
     "UploadJobs",
@@ -123,6 +133,103 @@ def apply_retention(
     return report
 
 
+class JobLock:
+    """A lock naming the one process (of those on one database) that runs the background job ``name``.
+
+    :meth:`acquire` never blocks: True when this object holds the lock (it keeps it until
+    :meth:`release`, so the same process runs every round), False when another holder has it.
+    PostgreSQL: ``pg_try_advisory_lock`` on a connection of ``engine`` kept open in autocommit (no
+    transaction stays open); a lost connection loses the lock and the next :meth:`acquire` tries
+    again. SQLite file: ``flock`` on ``<file>.<name>.lock``. In-memory SQLite or another dialect:
+    always acquired (one process only can reach such a database)."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        digest = hashlib.sha256(f"fieldward.job:{name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        """The advisory lock's 64-bit key (PostgreSQL)."""
+        self._connection: Connection | None = None
+        self._file: Any = None
+        self._guard = threading.Lock()
+
+    def _lock_path(self) -> Path | None:
+        database = self.engine.url.database or ""
+        if self.engine.dialect.name != "sqlite" or database in ("", ":memory:") or "mode=memory" in database:
+            return None
+        if database.startswith("file:"):
+            database = database.removeprefix("file:").split("?", 1)[0]
+        return Path(database).expanduser().with_name(f"{Path(database).name}.{self.name}.lock")
+
+    @property
+    def held(self) -> bool:
+        return self._connection is not None or self._file is not None
+
+    def acquire(self) -> bool:
+        with self._guard:
+            if self.engine.dialect.name == "postgresql":
+                return self._acquire_postgresql()
+            path = self._lock_path()
+            if path is None:
+                return True
+            if self._file is not None:
+                return True
+            handle = path.open("a+b")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                return False
+            self._file = handle
+            return True
+
+    def _acquire_postgresql(self) -> bool:
+        if self._connection is not None:
+            try:  # still the holder while the session lives
+                self._connection.execute(text("SELECT 1"))
+                return True
+            except Exception:
+                log.warning("job lock %s: lost the database connection; trying again", self.name)
+                self._drop_connection()
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(
+                connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar()
+            )
+        except Exception:
+            connection.close()
+            raise
+        if not got:
+            connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.invalidate()  # the server ends the session, and its lock, with it
+            finally:
+                connection.close()
+
+    def release(self) -> None:
+        with self._guard:
+            if self._connection is not None:
+                try:
+                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+                    self._connection.close()
+                    self._connection = None
+                except Exception:
+                    self._drop_connection()
+            if self._file is not None:
+                handle, self._file = self._file, None
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                finally:
+                    handle.close()
+
+
 class RetentionJob:
     """Runs :func:`apply_retention` now and then every ``interval`` seconds in a daemon thread."""
 
@@ -134,7 +241,10 @@ class RetentionJob:
         store: ColumnarStore | None = None,
         interval: float = DEFAULT_RETENTION_INTERVAL,
         clock: Callable[[], dt.datetime] | None = None,
+        lock: JobLock | None = None,
     ) -> None:
+        """``lock``: a :class:`JobLock` (``create_app`` passes one named ``retention`` on its database)
+        taken before each round of the thread; None: every round runs."""
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.settings = settings
@@ -143,6 +253,9 @@ class RetentionJob:
         self.interval = interval
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.runs = 0
+        self.skipped = 0
+        """Rounds skipped because another process held the lock."""
+        self.lock = lock
         self.last_report: RetentionReport | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -161,9 +274,24 @@ class RetentionJob:
         self.last_error = None
         return report
 
+    def run_round(self) -> bool:
+        """One round of the periodic job: :meth:`run_once` when this process holds (or takes) the
+        lock, else a skipped round. True when the job ran."""
+        try:
+            holder = self.lock is None or self.lock.acquire()
+        except Exception as exc:  # the database is down: try again next round
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("columnar retention: cannot take the job lock: %s", self.last_error)
+            return False
+        if not holder:
+            self.skipped += 1
+            return False
+        self.run_once()
+        return True
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
+            self.run_round()
             self._stop.wait(self.interval)
 
     def start(self) -> None:
@@ -178,6 +306,8 @@ class RetentionJob:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.lock is not None:
+            self.lock.release()  # another process may take over
 
 
 # ------------------------------------------------------------------------------------ uploads

@@ -7,7 +7,9 @@
 - CSRF: the token a browser must echo in ``X-CSRF-Token`` is derived from its (HttpOnly) session
   token, so it needs no storage and dies with the session.
 - :class:`LoginLimiter`: failed logins per (username, client address) in a sliding window; the state
-  lives on the application (``app.state``), not in a module global.
+  lives on the application (``app.state``), not in a module global. With a database (what
+  ``create_app`` passes) the failures are rows of ``login_attempts``, so every worker process of
+  ``fieldward serve --workers N`` counts the same ones; without one they stay in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from collections.abc import Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, insert, select
+
+from fieldward.store.console_models import LoginAttempt
+from fieldward.store.database import Database
 
 __all__ = [
     "SENSOR_PREFIX",
@@ -89,21 +95,34 @@ def csrf_valid(session_secret: str, presented: str | None) -> bool:
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per key within ``window`` seconds (thread-safe, bounded)."""
+    """At most ``attempts`` failed logins per key within ``window`` seconds (thread-safe, bounded).
+
+    ``database``: keep the attempts in its ``login_attempts`` table (shared by every process on that
+    database; ``clock`` must then be wall-clock time, the default): :meth:`retry_after` records an
+    allowed attempt, :meth:`succeeded` forgets the key's attempts. None: failures are kept in this
+    object's memory by :meth:`failed` (``clock`` default: monotonic time). Callers call
+    :meth:`retry_after` first, then :meth:`failed` or :meth:`succeeded` (the login route does)."""
 
     def __init__(
         self,
         attempts: int,
         window: float,
         max_keys: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        *,
+        database: Database | None = None,
     ) -> None:
-        self.clock = clock
+        self.clock = clock or (time.monotonic if database is None else time.time)
         self.attempts = attempts
         self.window = window
         self.max_keys = max_keys
+        self.database = database
         self._failures: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(key: tuple[str, str]) -> str:
+        return hashlib.sha256("\0".join(key).encode("utf-8", "surrogatepass")).hexdigest()
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         failures = self._failures.get(key)
@@ -115,10 +134,40 @@ class LoginLimiter:
             del self._failures[key]
         return failures
 
+    def _reserve(self, key: tuple[str, str], now: float) -> float:
+        """Record the attempt, then count: an insert before the count lets concurrent requests in any
+        worker see each other, so no more than ``attempts`` get through (a race may refuse one more
+        than needed, never admit one). A refused attempt's row is removed again."""
+        assert self.database is not None
+        digest = self._digest(key)
+        with self.database.engine.begin() as connection:
+            # expired attempts of every key go: the table holds at most one window's attempts
+            connection.execute(delete(LoginAttempt).where(LoginAttempt.at <= now - self.window))
+            inserted = connection.execute(insert(LoginAttempt).values(key=digest, at=now))
+            mine = inserted.inserted_primary_key[0] if inserted.inserted_primary_key else None
+        with self.database.engine.connect() as connection:
+            rows = connection.execute(
+                select(LoginAttempt.id, LoginAttempt.at)
+                .where(LoginAttempt.key == digest, LoginAttempt.at > now - self.window)
+                .order_by(LoginAttempt.at, LoginAttempt.id)
+            ).all()
+        if len(rows) <= self.attempts:
+            return 0.0
+        with self.database.engine.begin() as connection:
+            connection.execute(delete(LoginAttempt).where(LoginAttempt.id == mine))
+        others = [at for row_id, at in rows if row_id != mine]
+        wait = others[len(others) - self.attempts] + self.window - now if len(others) >= self.attempts else 0
+        return max(1.0, min(self.window, wait))  # another process's clock may run ahead
+
     def retry_after(self, username: str, client: str) -> float:
-        """Seconds until the next attempt is allowed (0: allowed now)."""
+        """Seconds until the next attempt is allowed (0: allowed now).
+
+        With a database an allowed attempt is recorded here (it counts as a failure until
+        :meth:`succeeded`; :meth:`failed` then has nothing to add)."""
         now = self.clock()
         key = (username.casefold(), client)
+        if self.database is not None:
+            return self._reserve(key, now)
         with self._lock:
             failures = self._recent(key, now)
             if len(failures) < self.attempts:
@@ -128,6 +177,8 @@ class LoginLimiter:
     def failed(self, username: str, client: str) -> None:
         now = self.clock()
         key = (username.casefold(), client)
+        if self.database is not None:
+            return  # recorded by retry_after() (before the password check)
         with self._lock:
             if key not in self._failures and len(self._failures) >= self.max_keys:
                 for stale in list(self._failures)[:1000]:
@@ -137,5 +188,10 @@ class LoginLimiter:
             self._failures.setdefault(key, deque()).append(now)
 
     def succeeded(self, username: str, client: str) -> None:
+        key = (username.casefold(), client)
+        if self.database is not None:
+            with self.database.engine.begin() as connection:
+                connection.execute(delete(LoginAttempt).where(LoginAttempt.key == self._digest(key)))
+            return
         with self._lock:
-            self._failures.pop((username.casefold(), client), None)
+            self._failures.pop(key, None)

@@ -41,6 +41,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from fieldward.console.jobs import JobLock
 from fieldward.console.settings import ConsoleSettings
 from fieldward.store.database import Database
 from fieldward.store.models import Device, DeviceRisk, utcnow
@@ -156,6 +157,7 @@ class ConsoleTrust:
     raised to the sensor."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _lock: JobLock | None = None
 
     def count_error(self, kind: str, exc: BaseException) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -198,11 +200,14 @@ class ConsoleTrust:
         if self.broker is None or self._thread is not None:
             return
         interval = self.settings.trust_broker_sync_seconds
+        # one process per database syncs (fieldward serve --workers N); the others skip their rounds
+        self._lock = JobLock(self.database.engine, "broker-sync")
 
         def run() -> None:
             while not self._stop.is_set():
                 try:
-                    self.sync_broker()
+                    if self._lock is None or self._lock.acquire():
+                        self.sync_broker()
                 except (BrokerError, OSError, SQLAlchemyError, TrustError) as exc:
                     self.count_error("broker", exc)
                 self._stop.wait(interval)
@@ -215,6 +220,8 @@ class ConsoleTrust:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._lock is not None:
+            self._lock.release()
         if self.broker is not None:
             self.broker.close()
 

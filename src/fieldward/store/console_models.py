@@ -16,6 +16,10 @@ owns every table); ``fieldward.console.models`` and ``fieldward.console.triage_m
   site score the risk model gave that day: the history behind the dashboard's risk trend.
 - ``console_settings``: key/value settings an administrator changes in the console (syslog/CEF
   forwarding, retention); values are JSON (revision ``0003``).
+- ``login_attempts``: one row per failed login, keyed by a hash of (username, client address), so
+  every worker process of ``fieldward serve --workers N`` counts the same failures
+  (:class:`fieldward.console.security.LoginLimiter`); rows older than the window are deleted
+  (revision ``0011``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -41,7 +46,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from fieldward.store.base import Base
 from fieldward.store.models import UTCDateTime, utcnow
 
-__all__ = ["RULE_KINDS", "AlertRuleRow", "ConsoleSetting", "IngestBatch", "SiteRiskSnapshot"]
+__all__ = [
+    "RULE_KINDS",
+    "AlertRuleRow",
+    "ConsoleSetting",
+    "IngestBatch",
+    "LoginAttempt",
+    "SiteRiskSnapshot",
+]
 
 
 class IngestBatch(Base):
@@ -118,3 +130,18 @@ class ConsoleSetting(Base):
     value: Mapped[Any] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(String(200))
     updated: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class LoginAttempt(Base):
+    """One failed login: the SHA-256 of its (case-folded username, client address) and when (seconds
+    since the epoch). The attempted username is not stored (users type passwords into it)."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_key_at", "key", "at"),
+        Index("ix_login_attempts_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
