@@ -32,6 +32,7 @@ from sqlalchemy import select
 from fieldward.console.serve import uvicorn_options
 from fieldward.console.settings import ConsoleSettings
 from fieldward.console.trust_hooks import ConsoleTrust, trust_of
+from fieldward.store.ingest import ingest_records
 from fieldward.store.models import AuditLog, Device, DeviceRisk
 from fieldward.trust.agent import DeviceAgent
 from fieldward.trust.fleet import (
@@ -507,3 +508,36 @@ def test_version_reports_are_validated(plane: Plane) -> None:
     assert missing.status_code == 422
     assert wrong.status_code == 422
     assert plane.trust.service.versions.get("rtu-ver-2") is None
+
+
+def test_alerts_stored_by_other_paths_quarantine_once(plane: Plane) -> None:
+    """Alerts a NATS JetStream worker (or a dead-letter retry) stores reach the quarantine rules
+    through the console's alert-response job; an alert answered once does not quarantine again
+    after the analyst's release."""
+    plane.agent("rtu-js-1")
+    mac = "02:00:5e:10:00:73"
+    inventory_id = _inventory(plane, mac)
+    plane.trust.links.link("rtu-js-1", "inventory", str(inventory_id), by="test")
+    # stored as an ingest worker stores it: straight into the store, no HTTPS ingest hook
+    ingest_records(
+        plane.console.database, "sensor-1", "alerts", [_alert("js-critical", "critical", f"mac:{mac}")]
+    )
+    assert not plane.trust.service.registry.is_quarantined("rtu-js-1")
+    plane.trust.respond_to_stored_alerts(grace=0)
+    assert plane.trust.service.registry.is_quarantined("rtu-js-1")
+    with plane.console.database.sessionmaker() as session:
+        entry = session.scalars(
+            select(AuditLog).where(AuditLog.target == "rtu-js-1", AuditLog.action == "trust.quarantine")
+        ).one()
+    assert entry.actor == "fieldward:response"
+    assert entry.details["alert_id"] == "js-critical"
+    plane.trust.quarantine.release("rtu-js-1", "analyst-user", "checked")
+    plane.trust.respond_to_stored_alerts(grace=0)
+    assert not plane.trust.service.registry.is_quarantined("rtu-js-1")
+    # an alert through the HTTPS ingest is answered at once by its hook; released before the job's
+    # next round, the job (which sees the same alert event) does not quarantine it again
+    plane.ingest("alerts", [_alert("https-critical", "critical", f"mac:{mac}")])
+    assert plane.trust.service.registry.is_quarantined("rtu-js-1")
+    plane.trust.quarantine.release("rtu-js-1", "analyst-user", "checked again")
+    plane.trust.respond_to_stored_alerts(grace=0)
+    assert not plane.trust.service.registry.is_quarantined("rtu-js-1")

@@ -355,7 +355,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         retention = RetentionJob(settings, database.sessionmaker, store=shared_store(app), lock=lock)
         retention.start()
         if trust is not None:
-            trust.start()  # the broker sync job (only with a configured broker)
+            trust.start()  # the alert response and (with a broker) the broker sync jobs
         try:
             yield
         finally:

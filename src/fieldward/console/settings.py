@@ -100,6 +100,9 @@ class ConsoleSettings(BaseModel):
     """Password of the broker's dynamic-security admin user."""
     trust_broker_sync_seconds: float = Field(default=60.0, gt=0)
     """How often the broker's clients and ACLs are made equal to the policy (and on every release)."""
+    trust_response_seconds: float = Field(default=5.0, gt=0)
+    """How often the alert response looks at alerts stored by other paths than the HTTPS ingest
+    (NATS JetStream workers, dead-letter retries)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> ConsoleSettings:

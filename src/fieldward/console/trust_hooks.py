@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from fieldward.console.jobs import JobLock
 from fieldward.console.settings import ConsoleSettings
+from fieldward.store.console_models import ConsoleSetting
 from fieldward.store.database import Database
-from fieldward.store.models import Device, DeviceRisk, utcnow
+from fieldward.store.models import Alert, AlertEvent, AuditLog, Device, DeviceRisk, utcnow
 from fieldward.store.trust_models import TrustDevice, TrustDeviceLink, TrustDeviceVersion
 from fieldward.trust.autolink import LinkProposals
 from fieldward.trust.broker import BrokerError, DynsecClient, SyncReport
@@ -82,6 +83,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+RESPONSE_WATERMARK = "trust.response.alert_event_id"
+"""``console_settings`` row: the last ``alert_events`` id the alert response has considered."""
+RESPONSE_GRACE_SECONDS = 5.0
+"""Alert events younger than this wait for the next round (a concurrent ingest may still commit a
+lower id)."""
+RESPONSE_ACTOR = "fieldward:response"
 
 
 class LazyBroker:
@@ -158,6 +166,9 @@ class ConsoleTrust:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: JobLock | None = None
+    _responder: threading.Thread | None = None
+    _response_lock: JobLock | None = None
+    _response_mutex: threading.Lock = field(default_factory=threading.Lock)
 
     def count_error(self, kind: str, exc: BaseException) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -195,8 +206,113 @@ class ConsoleTrust:
         contexts = [self.service.context(device_id) for device_id in ids]
         return self.broker.sync(self.service.engine, contexts, self.service.now())
 
+    def respond_to_stored_alerts(
+        self, *, limit: int = 5000, grace: float = RESPONSE_GRACE_SECONDS
+    ) -> list[QuarantineOutcome]:
+        """The response to alerts stored by any path (HTTPS ingest, NATS JetStream workers, a
+        dead-letter retry): every new or reopened alert that a sensor stored since the last round
+        (its ``alert_events`` row by ``sensor:<name>``, older than
+        :data:`RESPONSE_GRACE_SECONDS` so that a transaction still open cannot be passed over) goes
+        to the quarantine rules. The round's position is kept in ``console_settings``
+        (:data:`RESPONSE_WATERMARK`), so alerts stored while the console was down are answered after
+        it starts. An alert that already quarantined a device never does so again (after an
+        analyst's release, say). One process per database runs it (job lock ``alert-response``)."""
+        with self._response_mutex:
+            if self._response_lock is not None and not self._response_lock.acquire():
+                return []
+            outcomes: list[QuarantineOutcome] = []
+            rules = self.quarantine.settings.rules
+            while True:
+                cutoff = utcnow() - dt.timedelta(seconds=grace)
+                with self.database.sessionmaker() as session:
+                    mark = session.get(ConsoleSetting, RESPONSE_WATERMARK)
+                    after = int(mark.value) if mark is not None and isinstance(mark.value, int) else 0
+                    rows = session.execute(
+                        select(AlertEvent.id, Alert.sensor_id, Alert.alert_key)
+                        .join(Alert, Alert.id == AlertEvent.alert_id)
+                        .where(AlertEvent.id > after, AlertEvent.at < cutoff, AlertEvent.by.like("sensor:%"))
+                        .order_by(AlertEvent.id)
+                        .limit(limit)
+                    ).all()
+                if not rows:
+                    return outcomes
+                if rules:
+                    keys_by_sensor: dict[int, set[str]] = {}
+                    for _, sensor_id, key in rows:
+                        keys_by_sensor.setdefault(int(sensor_id), set()).add(str(key))
+                    floor = min((rule.min_severity for rule in rules), key=SEVERITIES.index)
+                    for sensor_id, keys in sorted(keys_by_sensor.items()):
+                        pairs = alerts_to_quarantine(
+                            self.database,
+                            sensor_id,
+                            keys,
+                            min_severity=floor,
+                            ends=self.settings.trust_quarantine_ends,
+                        )
+                        answered = self._answered(pairs)
+                        for alert, device_id in pairs:
+                            if (alert.alert_key, device_id) in answered:
+                                continue
+                            try:
+                                outcomes.append(self.quarantine.on_alert(alert, device_id))
+                            except TrustError as exc:  # the identity vanished in between
+                                self.count_error("response", exc)
+                self._set_watermark(int(rows[-1][0]))
+                if len(rows) < limit:
+                    return outcomes
+
+    def _answered(self, pairs: Sequence[tuple[Alert, str]]) -> set[tuple[str, str]]:
+        """The (alert key, device identity) pairs that already quarantined that device (audit log)."""
+        devices = sorted({device_id for _, device_id in pairs})
+        if not devices:
+            return set()
+        with self.database.sessionmaker() as session:
+            entries = session.execute(
+                select(AuditLog.target, AuditLog.details).where(
+                    AuditLog.action == "trust.quarantine", AuditLog.target.in_(devices)
+                )
+            ).all()
+        return {
+            (str(details.get("alert_id")), str(target))
+            for target, details in entries
+            if isinstance(details, dict) and details.get("alert_id") is not None
+        }
+
+    def _begin_watermark(self) -> None:
+        """The first start of the device plane answers only alerts stored from now on: alerts that
+        were stored before it was switched on quarantine nothing."""
+        with self.database.sessionmaker() as session:
+            if session.get(ConsoleSetting, RESPONSE_WATERMARK) is not None:
+                return
+            latest = session.scalar(select(func.max(AlertEvent.id)))
+        self._set_watermark(int(latest or 0))
+
+    def _set_watermark(self, value: int) -> None:
+        with self.database.sessionmaker() as session:
+            mark = session.get(ConsoleSetting, RESPONSE_WATERMARK)
+            if mark is None:
+                session.add(ConsoleSetting(name=RESPONSE_WATERMARK, value=value, updated_by=RESPONSE_ACTOR))
+            else:
+                mark.value = value
+                mark.updated = utcnow()
+            session.commit()
+
     def start(self) -> None:
-        """Sync the broker every ``trust_broker_sync_seconds`` in a daemon thread (with a broker)."""
+        """Start the background jobs: the alert response every ``trust_response_seconds`` and, with
+        a broker, the broker sync every ``trust_broker_sync_seconds`` (daemon threads)."""
+        if self._responder is None:
+            self._response_lock = JobLock(self.database.engine, "alert-response")
+            self._begin_watermark()
+
+            def respond() -> None:
+                while not self._stop.wait(self.settings.trust_response_seconds):
+                    try:
+                        self.respond_to_stored_alerts()
+                    except (SQLAlchemyError, TrustError, OSError) as exc:
+                        self.count_error("response", exc)
+
+            self._responder = threading.Thread(target=respond, name="fieldward-alert-response", daemon=True)
+            self._responder.start()
         if self.broker is None or self._thread is not None:
             return
         interval = self.settings.trust_broker_sync_seconds
@@ -217,11 +333,13 @@ class ConsoleTrust:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        if self._lock is not None:
-            self._lock.release()
+        for thread in (self._thread, self._responder):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._thread = self._responder = None
+        for lock in (self._lock, self._response_lock):
+            if lock is not None:
+                lock.release()
         if self.broker is not None:
             self.broker.close()
 
@@ -302,6 +420,7 @@ SERVE_CONFIG_KEYS = (
     "broker_port",
     "broker_password_file",
     "broker_sync_seconds",
+    "response_seconds",
     "device_validity_hours",
     "quarantine_ends",
 )
