@@ -221,7 +221,6 @@ class ConsoleTrust:
             if self._response_lock is not None and not self._response_lock.acquire():
                 return []
             outcomes: list[QuarantineOutcome] = []
-            rules = self.quarantine.settings.rules
             while True:
                 cutoff = utcnow() - dt.timedelta(seconds=grace)
                 with self.database.sessionmaker() as session:
@@ -236,32 +235,16 @@ class ConsoleTrust:
                     ).all()
                 if not rows:
                     return outcomes
-                if rules:
-                    keys_by_sensor: dict[int, set[str]] = {}
-                    for _, sensor_id, key in rows:
-                        keys_by_sensor.setdefault(int(sensor_id), set()).add(str(key))
-                    floor = min((rule.min_severity for rule in rules), key=SEVERITIES.index)
-                    for sensor_id, keys in sorted(keys_by_sensor.items()):
-                        pairs = alerts_to_quarantine(
-                            self.database,
-                            sensor_id,
-                            keys,
-                            min_severity=floor,
-                            ends=self.settings.trust_quarantine_ends,
-                        )
-                        answered = self._answered(pairs)
-                        for alert, device_id in pairs:
-                            if (alert.alert_key, device_id) in answered:
-                                continue
-                            try:
-                                outcomes.append(self.quarantine.on_alert(alert, device_id))
-                            except TrustError as exc:  # the identity vanished in between
-                                self.count_error("response", exc)
+                keys_by_sensor: dict[int, set[str]] = {}
+                for _, sensor_id, key in rows:
+                    keys_by_sensor.setdefault(int(sensor_id), set()).add(str(key))
+                for sensor_id, keys in sorted(keys_by_sensor.items()):
+                    outcomes.extend(respond_to_alerts(self, sensor_id, keys, once=True))
                 self._set_watermark(int(rows[-1][0]))
                 if len(rows) < limit:
                     return outcomes
 
-    def _answered(self, pairs: Sequence[tuple[Alert, str]]) -> set[tuple[str, str]]:
+    def answered_pairs(self, pairs: Sequence[tuple[Alert, str]]) -> set[tuple[str, str]]:
         """The (alert key, device identity) pairs that already quarantined that device (audit log)."""
         devices = sorted({device_id for _, device_id in pairs})
         if not devices:
@@ -486,17 +469,22 @@ def trust_of(app: FastAPI) -> ConsoleTrust | None:
 
 
 def respond_to_alerts(
-    trust: ConsoleTrust, sensor_id: int, alert_keys: Iterable[str]
+    trust: ConsoleTrust, sensor_id: int, alert_keys: Iterable[str], *, once: bool = False
 ) -> list[QuarantineOutcome]:
-    """Hand the batch's open alerts on linked devices to the quarantine rules; the outcomes."""
+    """Hand the batch's open alerts on linked devices to the quarantine rules; the outcomes. With
+    ``once``, an alert that has already quarantined a device is not handed on for that device."""
     rules = trust.quarantine.settings.rules
     if not rules:
         return []
     floor = min((rule.min_severity for rule in rules), key=SEVERITIES.index)
-    outcomes = []
-    for alert, device_id in alerts_to_quarantine(
+    pairs = alerts_to_quarantine(
         trust.database, sensor_id, alert_keys, min_severity=floor, ends=trust.settings.trust_quarantine_ends
-    ):
+    )
+    answered = trust.answered_pairs(pairs) if once else set()
+    outcomes = []
+    for alert, device_id in pairs:
+        if (alert.alert_key, device_id) in answered:
+            continue
         try:
             outcomes.append(trust.quarantine.on_alert(alert, device_id))
         except TrustError as exc:  # the identity vanished in between
