@@ -53,7 +53,6 @@ from fieldward.console.sensor_client import (
     PushReport,
     SensorClient,
     SensorError,
-    Spool,
     SpoolEntry,
     _TransientError,
     _zstd,
@@ -283,8 +282,9 @@ class JetStreamSensorClient(SensorClient):
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        # Not SensorClient.__init__: it builds the HTTP client. The spooling and retry machinery
-        # (push_folder, drain, _drain, _send_all, _split) is inherited unchanged; _send publishes.
+        # Not SensorClient.__init__: it builds the HTTP client. The batching and spool settings
+        # (_init_batching) and the retry machinery (push_folder, drain, _drain, _send_all, _split)
+        # are inherited unchanged; _send publishes.
         self.nats = NatsSettings.from_url(url, secret_file, ca_file=ca_file)
         name = sensor if sensor is not None else self.nats.user
         if name is None:
@@ -295,15 +295,19 @@ class JetStreamSensorClient(SensorClient):
         self.url = ",".join(self.nats.servers)
         self.stream = stream
         self.publish_timeout = publish_timeout
-        self.batch_records = batch_records
-        self.batch_bytes = batch_bytes
-        self.columnar = columnar
-        self.columnar_rows = columnar_rows
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self.spool = Spool(spool_dir, max_bytes=max_spool_bytes, compress=compress)
+        self._init_batching(
+            spool_dir,
+            batch_records=batch_records,
+            batch_bytes=batch_bytes,
+            columnar=columnar,
+            columnar_rows=columnar_rows,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            max_spool_bytes=max_spool_bytes,
+            compress=compress,
+            sleep=sleep,
+            rng=rng,
+        )
         self._loop = asyncio.new_event_loop()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None

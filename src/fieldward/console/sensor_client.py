@@ -739,15 +739,19 @@ class SensorClient:
         self.url = _check_url(url, allow_plain_http)
         if columnar_rows < 1:
             raise SensorError("columnar_rows must be >= 1")
-        self.batch_records = batch_records
-        self.batch_bytes = batch_bytes
-        self.columnar = columnar
-        self.columnar_rows = columnar_rows
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self.spool = Spool(spool_dir, max_bytes=max_spool_bytes, compress=compress)
+        self._init_batching(
+            spool_dir,
+            batch_records=batch_records,
+            batch_bytes=batch_bytes,
+            columnar=columnar,
+            columnar_rows=columnar_rows,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            max_spool_bytes=max_spool_bytes,
+            compress=compress,
+            sleep=sleep,
+            rng=rng,
+        )
         try:
             self._http = httpx.Client(
                 base_url=self.url,
@@ -759,6 +763,33 @@ class SensorClient:
         except BaseException:
             self.spool.close()
             raise
+
+    def _init_batching(
+        self,
+        spool_dir: Path | str,
+        *,
+        batch_records: int,
+        batch_bytes: int,
+        columnar: bool,
+        columnar_rows: int,
+        backoff_initial: float,
+        backoff_max: float,
+        max_spool_bytes: int,
+        compress: bool,
+        sleep: Callable[[float], None],
+        rng: random.Random | None,
+    ) -> None:
+        """The batching, backoff and spool settings every transport shares (HTTPS here, JetStream in
+        ``console.jetstream``); the spool is opened last (it locks its folder)."""
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.columnar = columnar
+        self.columnar_rows = columnar_rows
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.spool = Spool(spool_dir, max_bytes=max_spool_bytes, compress=compress)
 
     def __repr__(self) -> str:  # never the token
         return f"SensorClient({self.url!r}, spool={str(self.spool.root)!r})"
