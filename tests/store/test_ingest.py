@@ -5,8 +5,10 @@ alert status rules, the assessment's optional files, hostile and malformed recor
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,14 @@ from fieldward.assess.model import (
 from fieldward.cli import app
 from fieldward.store.base import Base
 from fieldward.store.database import Database
-from fieldward.store.ingest import IngestError, ingest_folder, ingest_records, next_status
+from fieldward.store.ingest import (
+    COLLECTOR,
+    CollectorPause,
+    IngestError,
+    ingest_folder,
+    ingest_records,
+    next_status,
+)
 from fieldward.store.models import (
     Alert,
     AlertEvent,
@@ -432,3 +441,80 @@ def test_folder_errors(db: Database, tmp_path: Path) -> None:
         ingest_records(db, " ", "devices", [])
     with db.session() as session:  # a failed folder leaves nothing behind (one transaction)
         assert session.scalars(select(Device)).all() == []
+
+
+def test_the_collector_is_paused_while_a_batch_is_stored_and_resumed_after(db: Database) -> None:
+    """``ingest_records`` holds :data:`COLLECTOR`: no cyclic collection while the batch is stored, the
+    collector back on afterwards, also when the batch fails."""
+    states: list[bool] = []
+    real_sensor = ingest_records.__globals__["_sensor"]
+
+    def spy(connection: Any, sensor: Any) -> Any:
+        states.append(gc.isenabled())
+        return real_sensor(connection, sensor)
+
+    ingest_records.__globals__["_sensor"] = spy
+    try:
+        assert gc.isenabled()
+        ingest_records(db, "gc-sensor", "alerts", [{"id": "a1", "type": "t", "last_ts": 1.0}])
+        assert states == [False]
+        assert gc.isenabled()
+        assert COLLECTOR.holders == 0
+        with pytest.raises(IngestError):
+            ingest_records(db, "", "alerts", [])
+        assert gc.isenabled()
+        assert COLLECTOR.holders == 0
+    finally:
+        ingest_records.__globals__["_sensor"] = real_sensor
+
+
+def test_collector_pause_is_reentrant_across_threads_and_bounded() -> None:
+    """One pause lasts while any holder is inside (nested, other threads); a collector that was off
+    stays off; holders that overlap without end still get a full collection every ``longest``."""
+    pause = CollectorPause(longest=3600.0)
+    assert gc.isenabled()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pause:
+            inside.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    assert inside.wait(10)
+    with pause:
+        with pause:
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the other thread still holds it
+    release.set()
+    other.join(10)
+    assert gc.isenabled()
+    assert pause.holders == 0
+
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    overlapping = CollectorPause(longest=0.0)
+    outer = overlapping.__enter__()
+    try:
+        with overlapping:
+            for _ in range(1000):
+                Cycle()
+            assert gc.get_count()[0] >= 1000  # not collected meanwhile
+        # leaving while another holder is inside, after ``longest``: a full collection ran
+        assert gc.get_count()[0] < 100
+        assert not gc.isenabled()
+    finally:
+        outer.__exit__(None, None, None)
+    assert gc.isenabled()

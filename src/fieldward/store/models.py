@@ -248,7 +248,8 @@ class Communication(Base):
         Index("ix_communications_src_device_id", "src_device_id"),
         Index("ix_communications_dst_device_id", "dst_device_id"),
         Index("ix_communications_protocol", "protocol"),
-        Index("ix_communications_last_seen", "last_seen"),
+        # No index on last_seen (dropped by revision 0012): it only sorts a device's edges, which the
+        # src/dst indexes find first; every ingested edge paid an index entry for nothing.
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
