@@ -36,7 +36,7 @@ from fieldward.inventory.fingerprints import Fingerprints
 from fieldward.inventory.hosts import HostObserver, SynSignature, mac_text
 from fieldward.inventory.model import Attribute, Candidate, Device, DeviceType, Evidence, Role, Service
 from fieldward.inventory.oui import OuiRegistry
-from fieldward.inventory.sources import SOURCES, Target, ipv4_value
+from fieldward.inventory.sources import ROW_FILTERS, SOURCES, Target, ipv4_value
 from fieldward.protocols.base import Event, events_of_table
 from fieldward.weird import WeirdLog
 
@@ -199,22 +199,32 @@ class InventoryBuilder:
         return log in SOURCES
 
     def observe_table(self, event_type: type[Event], table: pa.Table) -> None:
-        """Events a dissector's fast path produced as a table (none of the identity logs today)."""
+        """Events a dissector's fast path produced as a table: only the rows the log's source can act
+        on (its ``rows`` filter, see :func:`~fieldward.inventory.sources.source`) become objects."""
+        rows = ROW_FILTERS.get(event_type.log)
+        if rows is not None and event_type.log in SOURCES:
+            self.events_seen += table.num_rows
+            for event in events_of_table(event_type, table.filter(rows(table))):
+                self._observe(event)
+            return
         for event in events_of_table(event_type, table):
             self.observe_event(event)
 
     def observe_event(self, event: Any) -> None:
-        function = SOURCES.get(event.log)
-        if function is not None:
+        if event.log in SOURCES:
             self.events_seen += 1
-            self._event_ts = int(event.ts)
-            try:
-                function(event, self)
-            except Exception as exc:  # a source bug or an odd field must not stop the run
-                self.weird.report("inventory_source_error", "inventory", f"{event.log}: {type(exc).__name__}")
-                if event.log not in self._failing_sources:
-                    self._failing_sources.add(event.log)
-                    logger.info("inventory source %s raised %s: %s", event.log, type(exc).__name__, exc)
+            self._observe(event)
+
+    def _observe(self, event: Any) -> None:
+        function = SOURCES[event.log]
+        self._event_ts = int(event.ts)
+        try:
+            function(event, self)
+        except Exception as exc:  # a source bug or an odd field must not stop the run
+            self.weird.report("inventory_source_error", "inventory", f"{event.log}: {type(exc).__name__}")
+            if event.log not in self._failing_sources:
+                self._failing_sources.add(event.log)
+                logger.info("inventory source %s raised %s: %s", event.log, type(exc).__name__, exc)
 
     # ------------------------------------------------------------------ Observations protocol
 
