@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import os
 import random
 import shutil
@@ -46,12 +47,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -184,6 +187,23 @@ def pages(first_device: int, devices: int) -> dict[str, list[str]]:
     }
 
 
+def busting(paths: list[str], count: int) -> list[str]:
+    """``count`` distinct requests of the same kinds as ``paths``: each template's page size and
+    offset varied (``limit`` within +-5 of the template's, ``offset`` growing from the template's),
+    interleaved, so no request repeats a page the response cache holds (its key is the validated
+    parameters: a made-up parameter would not make a new entry)."""
+    variants: list[str] = []
+    templates = [urlsplit(p) for p in paths]
+    for k in range(count // len(templates) + 1):
+        for template in templates:
+            query = dict(parse_qsl(template.query))
+            limit = int(query.get("limit", "50"))
+            query["limit"] = str(limit - 5 + k % 11)
+            query["offset"] = str(int(query.get("offset", "0")) + k // 11)
+            variants.append(urlunsplit(template._replace(query=urlencode(query))))
+    return variants[:count]
+
+
 def capture_sql(url: str, home: Path, paths: list[str], token: str) -> dict[str, list[tuple[str, Any]]]:
     """The page and count statements the console runs for each path (in-process, once)."""
     from fastapi.testclient import TestClient
@@ -191,7 +211,11 @@ def capture_sql(url: str, home: Path, paths: list[str], token: str) -> dict[str,
     from fieldward.console.app import create_app
     from fieldward.console.settings import ConsoleSettings
 
-    app = create_app(ConsoleSettings(database_url=url, data_dir=home, secure_cookies=False, ui=False))
+    # list_cache_seconds=0: the SQL of a page computed (the response cache would answer the second
+    # request without any); older code ignores the unknown setting.
+    app = create_app(
+        ConsoleSettings(database_url=url, data_dir=home, secure_cookies=False, ui=False, list_cache_seconds=0)
+    )
     captured: dict[str, list[tuple[str, Any]]] = {}
     current: list[tuple[str, Any]] = []
 
@@ -246,13 +270,13 @@ async def http_load(base: str, token: str, paths: list[str], clients: int, secon
     deadline = time.perf_counter() + seconds
     headers = {"Authorization": f"Bearer {token}"}
 
-    async def one(index: int) -> None:
+    sent = itertools.count()
+
+    async def one() -> None:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as client:
-            n = index
             while time.perf_counter() < deadline:
-                path = paths[n % len(paths)]
-                n += 1
+                path = paths[next(sent) % len(paths)]
                 started = time.perf_counter()
                 try:
                     response = await client.get(path)
@@ -266,7 +290,7 @@ async def http_load(base: str, token: str, paths: list[str], clients: int, secon
                 figures.latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(clients)))
+    await asyncio.gather(*(one() for _ in range(clients)))
     figures.seconds = time.perf_counter() - started
     return figures
 
@@ -274,9 +298,16 @@ async def http_load(base: str, token: str, paths: list[str], clients: int, secon
 WRK_SCRIPT = """
 paths = {%s}
 counter = 0
+local threads = 0
+setup = function(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
 request = function()
+  -- the two threads take every other path: together they send each path of the list once
+  local i = (counter * 2 + tid) %% #paths
   counter = counter + 1
-  return wrk.format("GET", paths[(counter %% #paths) + 1])
+  return wrk.format("GET", paths[i + 1])
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -530,26 +561,120 @@ def _load(kind: str, base: str, token: str, paths: list[str], clients: int, seco
     return asyncio.run(http_load(base, token, paths, clients, seconds))
 
 
+class BackgroundIngest:
+    """One sensor pushing batches of ``records`` (1,000 devices or alerts each, the same records over
+    and over with fresh batch ids: upserts that change rows) through ``POST /api/v1/ingest/{kind}``
+    as fast as the console takes them, in a thread, while the pages are measured: every batch bumps
+    the data version, so the list pages' kept answers are invalidated several times a second."""
+
+    def __init__(self, base: str, token: str, records: dict[str, list[Any]], batch: int = 1000) -> None:
+        self.base = base
+        self.token = token
+        self.bodies = [
+            (kind, orjson.dumps(rows[start : start + batch]), len(rows[start : start + batch]))
+            for kind in ("devices", "alerts")
+            for rows in [records[kind]]
+            for start in range(0, len(rows), batch)
+        ]
+        self.records = 0
+        self.batches = 0
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        started = time.perf_counter()
+        async with httpx.AsyncClient(base_url=self.base, headers=headers, timeout=300) as client:
+            for kind, records, count in itertools.cycle(self.bodies):
+                if self._stop.is_set():
+                    break
+                body = b'{"batch_id":"' + str(uuid.uuid4()).encode() + b'","records":' + records + b"}"
+                response = await client.post(f"/api/v1/ingest/{kind}", content=body)
+                response.raise_for_status()
+                self.records += count
+                self.batches += 1
+        self.seconds = time.perf_counter() - started
+
+    def __enter__(self) -> BackgroundIngest:
+        self.records = self.batches = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=300)
+
+    def line(self) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        bumps = self.batches / self.seconds if self.seconds else 0.0
+        return (
+            f"    meanwhile one sensor ingested {self.records:,} records ({rate:,.0f}/s) in "
+            f"{self.batches} batches: {bumps:.1f} data-version bumps/s"
+        )
+
+
+MIXES = ("ui", "distinct", "ingest")
+MIX_TEXT = {
+    "ui": "the UI's requests, repeated (response cache hits after the first of each)",
+    "distinct": "every request a distinct page (cache misses: the uncached path)",
+    "ingest": "the UI's requests while a sensor ingests (each batch invalidates the cache)",
+}
+
+
 def measure_pages(
-    args: argparse.Namespace, base: str, viewer: str, mix: dict[str, list[str]], captured: Any
+    args: argparse.Namespace,
+    base: str,
+    viewer: str,
+    mix: dict[str, list[str]],
+    captured: Any,
+    ingest: BackgroundIngest | None,
 ) -> None:
     print(
         f"uvicorn, {args.workers} workers; {args.clients} closed-loop clients ({args.load}), "
-        f"{args.seconds:.0f} s per page (load generator on the same 2 cores)"
+        f"{args.seconds:.0f} s per page and mix (load generator on the same 2 cores)"
     )
     _load(args.load, base, viewer, mix["inventory"] + mix["alerts"], args.clients, 3)  # warm-up
-    for page, paths in mix.items():
-        api = _load(args.load, base, viewer, paths, args.clients, args.seconds)
-        floor = asyncio.run(sql_load(args.dsn, [captured[p] for p in paths], args.clients, args.seconds))
-        print(api.line(f"{page} (console)"))
-        print(floor.line(f"{page} (same SQL, psycopg)"))
-        print(
-            f"  {page}: p95 {api.p(0.95):.1f} ms (target < 200 ms: "
-            f"{'met' if api.p(0.95) < 200 else 'NOT met'}); console/SQL floor p95 "
-            f"x{api.p(0.95) / floor.p(0.95):.2f}, p50 x{api.p(0.5) / floor.p(0.5):.2f}, "
-            f"req/s x{api.rate / floor.rate:.2f}"
-        )
-    print("  per request (console, one client at a time, p50 over 1 s):")
+    distinct_count = max(2000, int(args.seconds * 1500))
+    for kind in args.mixes:
+        if kind == "ingest" and ingest is None:
+            continue
+        print(f"  mix '{kind}': {MIX_TEXT[kind]}")
+        for page, paths in mix.items():
+            requests = busting(paths, distinct_count) if kind == "distinct" else paths
+            # The floor of the distinct mix: the SQL of a sample of its pages (see main).
+            samples = requests[: 2 * len(paths)] if kind == "distinct" else paths
+            statements = [captured[p] for p in samples]
+            if kind == "ingest":
+                assert ingest is not None
+                with ingest:
+                    api = _load(args.load, base, viewer, requests, args.clients, args.seconds)
+                api_ingest = ingest.line()
+                with ingest:
+                    floor = asyncio.run(sql_load(args.dsn, statements, args.clients, args.seconds))
+                floor_ingest = ingest.line()
+            else:
+                api = _load(args.load, base, viewer, requests, args.clients, args.seconds)
+                floor = asyncio.run(sql_load(args.dsn, statements, args.clients, args.seconds))
+            print(api.line(f"{page} (console)"))
+            if kind == "ingest":
+                print(api_ingest)
+            print(floor.line(f"{page} (same SQL, psycopg)"))
+            if kind == "ingest":
+                print(floor_ingest)
+            if kind == "distinct":
+                sent = api.count if isinstance(api, WrkFigures) else len(api.latencies)
+                note = "each once" if sent <= len(requests) else "SOME REPEATED: raise the count"
+                print(f"    {sent:,} requests over {len(requests):,} distinct pages ({note})")
+            print(
+                f"  {page}, {kind}: p95 {api.p(0.95):.1f} ms (target < 200 ms: "
+                f"{'met' if api.p(0.95) < 200 else 'NOT met'}); console/SQL floor p95 "
+                f"x{api.p(0.95) / floor.p(0.95):.2f}, p50 x{api.p(0.5) / floor.p(0.5):.2f}, "
+                f"req/s x{api.rate / floor.rate:.2f}"
+            )
+    print("  per request (console, one client at a time, p50 over 1 s; repeated: cached after the first):")
     for paths in mix.values():
         for path in paths:
             solo = asyncio.run(http_load(base, viewer, [path], 1, 1.0))
@@ -604,9 +729,18 @@ def main() -> None:
     parser.add_argument("--ingest-communications", type=int, default=25_000, help="per sensor")
     parser.add_argument("--ingest-alerts", type=int, default=50_000, help="per sensor")
     parser.add_argument("--only", choices=("pages", "ingest"), help="measure only the pages or ingestion")
+    parser.add_argument(
+        "--mixes",
+        default=",".join(MIXES),
+        help="request mixes of the pages, comma-separated: ui (the UI's requests, repeated: cache "
+        "hits), distinct (every request another page: misses), ingest (ui while a sensor ingests)",
+    )
     parser.add_argument("--database", help="measure this kept database (no fill, not dropped)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (its name is printed)")
     args = parser.parse_args()
+    args.mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    if unknown := set(args.mixes) - set(MIXES):
+        parser.error(f"unknown mix {sorted(unknown)}; choose from {', '.join(MIXES)}")
 
     base_url = make_url(args.url)
     name = args.database or f"fieldward_console_bench_{os.getpid()}"
@@ -641,7 +775,10 @@ def main() -> None:
         mix = pages(int(row[0]), int(row[1]))
         captured = {}
         if args.only != "ingest":
-            captured = capture_sql(url, home, [p for paths in mix.values() for p in paths], viewer)
+            wanted = [p for paths in mix.values() for p in paths]
+            if "distinct" in args.mixes:  # a sample of the distinct pages: two of each kind
+                wanted += [p for paths in mix.values() for p in busting(paths, 2 * len(paths))]
+            captured = capture_sql(url, home, wanted, viewer)
 
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -654,7 +791,13 @@ def main() -> None:
         server = subprocess.Popen(command, env=env, start_new_session=True)
         _wait(base)
         if args.only != "ingest":
-            measure_pages(args, base, viewer, mix, captured)
+            background = None
+            if "ingest" in args.mixes:
+                counts = {"devices": 2000, "communications": 0, "alerts": 10_000}
+                prefix = 0xC0 + os.getpid() % 0x20  # apart from measure_ingest's device keys
+                records = ingest_records_set(prefix, random.Random(11), counts)
+                background = BackgroundIngest(base, sensor_tokens[0], records)
+            measure_pages(args, base, viewer, mix, captured, background)
         if args.only != "pages":
             measure_ingest(args, db, base, sensor_tokens)
         db.dispose()

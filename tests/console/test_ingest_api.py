@@ -3,13 +3,16 @@ records counted (never a 500), every batch summarised in the audit log; evidence
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
+from fieldward.console.api.routes import ingest as ingest_route
 from fieldward.console.models import IngestBatch
 from fieldward.store.models import Alert, AuditLog, Device, Sensor
 
@@ -216,3 +219,29 @@ def test_text_is_cleaned_in_every_text_column_and_only_there(any_console: Consol
     assert stored.src == "s" * 255
     assert stored.count == 3
     assert hostname == "plc\ufffdone"
+
+
+def test_the_collector_is_paused_from_parsing_to_answer(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest route holds the store's collector pause around the whole request (the parsed batch
+    is not walked by the cyclic collector while it is stored) and gives it back after, also on a 422."""
+    seen: list[bool] = []
+    real = ingest_route.ingest_records
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_route, "ingest_records", spy)
+    client = console.new_client()
+    sensor = console.bearer(console.sensor_token)
+    batch = {"batch_id": str(uuid.uuid4()), "records": [{"id": "mac:00:00:00:00:00:01"}]}
+    assert gc.isenabled()
+    answer = client.post("/api/v1/ingest/devices", json=batch, headers=sensor)
+    assert answer.status_code == 200, answer.text
+    assert seen == [False]
+    assert gc.isenabled()
+    bad = client.post("/api/v1/ingest/devices", content=b"{not json", headers=sensor)
+    assert bad.status_code == 422
+    assert gc.isenabled()

@@ -52,6 +52,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.api.routes.columnar import drop_credentials
 from fieldward.console.api.routes.ingest import PCAP_MAGICS, find_sensor_alert
 from fieldward.console.jetstream import (
@@ -230,6 +231,8 @@ class BatchApplier:
                 written = ingest_records(self.db, sensor_id, batch.kind, records).records
             except IngestError as exc:
                 raise BatchRefusedError("batch.refused", str(exc)) from None
+        if batch.kind not in COLUMNAR:  # committed: the consoles' kept list pages are stale
+            bump_data_version(self.db)
         try:
             with self.db.session() as session:
                 session.add(

@@ -42,6 +42,7 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.settings import ConsoleSettings
 from fieldward.errors import FieldWardError
 from fieldward.store.columnar import ColumnarStore, RetentionReport
@@ -428,6 +429,7 @@ class UploadJobs:
         if packets == 0:
             raise FieldWardError(f"{job.filename} holds no packets")
         report = ingest_folder(self.database, out, job.sensor)
+        bump_data_version(self.database)  # the list pages' kept answers are stale (api/cache.py)
         counts = {str(kind): int(n) for kind, n in report.written.items()}
         counts["packets"] = packets
         counts["flows"] = int(summary.get("flows") or 0)

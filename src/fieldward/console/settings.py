@@ -72,6 +72,14 @@ class ConsoleSettings(BaseModel):
     """Serve the web UI next to the API."""
     token_touch_seconds: float = 60.0
     """``last_used`` of a token is written at most this often (avoids a write per request)."""
+    list_cache_seconds: float = Field(default=2.0, ge=0)
+    """Longest time a worker serves a kept answer of the inventory or alert list (``api/cache.py``);
+    console writes invalidate it at once, this bounds what writers outside the console (a CLI
+    ingest into the same database) leave visible. 0 turns the cache off."""
+    list_cache_entries: int = Field(default=512, ge=0)
+    """Most list answers a worker process keeps (least recently used go first)."""
+    list_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Most bytes of list answers a worker process keeps."""
 
     # -- the zero-trust device plane (docs/trust/console.md) ------------------------------------------
     trust: bool = False

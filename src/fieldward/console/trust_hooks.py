@@ -41,6 +41,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.jobs import JobLock
 from fieldward.console.settings import ConsoleSettings
 from fieldward.store.console_models import ConsoleSetting
@@ -621,4 +622,6 @@ def apply_update_risk(
                 if device is not None:
                     device.risk_score = risk.score
                 written += 1
+    if written:  # committed: the inventory's kept pages show old risk scores (api/cache.py)
+        bump_data_version(database)
     return written

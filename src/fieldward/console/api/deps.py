@@ -36,6 +36,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from fieldward.console.api.cache import DATA_VERSION, VERSION_STATE
 from fieldward.console.api.schemas import MAX_LIMIT, ErrorPublic, ValidationErrorPublic
 from fieldward.console.security import (
     SENSOR_PREFIX,
@@ -44,6 +45,7 @@ from fieldward.console.security import (
     hash_token,
 )
 from fieldward.console.settings import ConsoleSettings
+from fieldward.store.console_models import ConsoleSetting
 from fieldward.store.database import Database
 from fieldward.store.models import ROLES, ApiToken, AuditLog, Sensor, User, utcnow
 
@@ -67,6 +69,7 @@ __all__ = [
     "access",
     "audit",
     "errors",
+    "json_body",
     "json_response",
     "require_role",
     "run_read",
@@ -193,7 +196,12 @@ def json_response(content: Any) -> Response:
     pydantic's JSON of the same values (UTC times with ``Z``, microseconds only when not zero);
     ``tests/console/test_perf_lists.py`` checks the pages against the models.
     """
-    return Response(orjson.dumps(content, option=JSON_OPTIONS), media_type=JSON_MEDIA_TYPE)
+    return Response(json_body(content), media_type=JSON_MEDIA_TYPE)
+
+
+def json_body(content: Any) -> bytes:
+    """The bytes :func:`json_response` sends (for answers kept by ``api/cache.py``)."""
+    return orjson.dumps(content, option=JSON_OPTIONS)
 
 
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -289,12 +297,14 @@ _CREDENTIAL = (
         User.username,
         User.role,
         User.active,
+        select(ConsoleSetting.value).where(ConsoleSetting.name == DATA_VERSION).scalar_subquery(),
     )
     .join(User, User.id == ApiToken.user_id)
     .where(ApiToken.token_hash == bindparam("token_hash"))
 )
 """The credential look-up of every request: built once (its cache key is computed once), and the
-columns it needs rather than two ORM objects."""
+columns it needs rather than two ORM objects. It also reads the data version of the list pages'
+cache (``api/cache.py``) in the same round trip, left on ``request.state.data_version``."""
 
 
 READ_THREADS = 4
@@ -359,7 +369,7 @@ def _resolve_principal(request: Request, session: Session, settings: ConsoleSett
     row = session.execute(_CREDENTIAL, {"token_hash": hash_token(secret)}).first()
     if row is None:
         raise _unauthorized("invalid credential")
-    token_id, scopes, revoked, expires, last_used, user_id, username, role, active = row
+    token_id, scopes, revoked, expires, last_used, user_id, username, role, active, version = row
     is_session = SESSION_SCOPE in scopes
     if (via == "session") != is_session:  # a session secret is no bearer token and vice versa
         raise _unauthorized("invalid credential")
@@ -373,6 +383,7 @@ def _resolve_principal(request: Request, session: Session, settings: ConsoleSett
         if via == "token" and "write" not in scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this token is read-only")
     _touch(session, token_id, last_used, settings, now)
+    setattr(request.state, VERSION_STATE, version)
     return Principal(
         user_id=user_id,
         username=username,

@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
+from fieldward.console.api.cache import NOT_MODIFIED, bump_data_version, cached_page
 from fieldward.console.api.deps import (
     CountCacheDep,
     CurrentSensor,
@@ -44,7 +45,7 @@ from fieldward.console.api.deps import (
     SettingsDep,
     access,
     audit,
-    json_response,
+    json_body,
     run_read,
 )
 from fieldward.console.api.schemas import MAX_LIMIT, NO_NUL, Message, Page
@@ -258,10 +259,11 @@ def _get(session: Session, alert_id: int, *, lock: bool = False) -> Alert:
     operation_id="alerts_list",
     response_model=AlertPage,
     summary="The alert queue with filters, search, sort and paging",
-    **access("viewer", 422),
+    **access("viewer", 422, responses=NOT_MODIFIED),
 )
 async def list_alerts(
     request: Request,
+    user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     counts: CountCacheDep,
@@ -289,7 +291,11 @@ async def list_alerts(
     sort: SortName = "last_ts",
     order: Literal["asc", "desc"] = "desc",
 ) -> Response:
-    def page() -> Response:
+    # Parsed first: the cache key holds the instants, not their spelling (a 422 is raised here).
+    since_ts = _timestamp(since, "since") if since is not None else None
+    until_ts = _timestamp(until, "until") if until is not None else None
+
+    def page() -> bytes:
         filters: list[ColumnElement[bool]] = []
         if status_ == "open":
             filters.append(Alert.status.in_(("new", "acknowledged")))
@@ -308,14 +314,14 @@ async def list_alerts(
             filters.append(or_(Alert.src_device_id == device_id, Alert.dst_device_id == device_id))
         if sensor_id is not None:
             filters.append(Alert.sensor_id == sensor_id)
-        if since is not None:
-            filters.append(Alert.last_ts >= _timestamp(since, "since"))
-        if until is not None:
-            filters.append(Alert.last_ts < _timestamp(until, "until"))
+        if since_ts is not None:
+            filters.append(Alert.last_ts >= since_ts)
+        if until_ts is not None:
+            filters.append(Alert.last_ts < until_ts)
         if q:
             filters.append(text_filter(q))
         matching = select(Alert.id).where(*filters).limit(COUNT_CAP + 1).subquery()
-        key = ("alerts", status_, severity, type_, engine, device_id, sensor_id, since, until, q)
+        key = ("alerts", status_, severity, type_, engine, device_id, sensor_id, since_ts, until_ts, q)
         counted = counts.count(
             key, lambda: int(session.scalar(select(func.count()).select_from(matching)) or 0)
         )
@@ -327,8 +333,8 @@ async def list_alerts(
         rows = session.execute(
             select(*LIST_COLUMNS).where(*filters).order_by(*ordering).limit(limit).offset(offset)
         )
-        # Plain dicts of AlertPage's shape, encoded once by orjson (deps.json_response).
-        return json_response(
+        # Plain dicts of AlertPage's shape, encoded once by orjson (deps.json_body).
+        return json_body(
             {
                 "items": _list_items(rows, evidence),
                 "total": min(counted, COUNT_CAP),
@@ -338,7 +344,25 @@ async def list_alerts(
             }
         )
 
-    return await run_read(request, page)
+    # The validated parameters and the caller's role (api/cache.py): the same page for the same key.
+    cache_key = (
+        "alerts",
+        user.role,
+        status_,
+        severity,
+        type_,
+        engine,
+        device_id,
+        sensor_id,
+        since_ts,
+        until_ts,
+        q,
+        sort,
+        order,
+        limit,
+        offset,
+    )
+    return await cached_page(request, cache_key, page, run_read)
 
 
 def _timestamp(text: str, name: str) -> dt.datetime:
@@ -503,6 +527,7 @@ def _triage(
         )
     _set_status(session, alert, to, user, body.note if body else None, action)
     session.commit()
+    bump_data_version(session)  # the list pages' kept answers are stale (api/cache.py)
     return alert
 
 
@@ -670,6 +695,7 @@ def learn_alert(
     note = body.note if body else None
     rule = _record_rule(session, alert, "learned", alert.src or ANY, alert.dst or ANY, behaviours, user, note)
     session.commit()
+    bump_data_version(session)  # the alert was closed: the list pages' kept answers are stale
     return AlertRulePublic.model_validate(rule)
 
 
@@ -692,6 +718,7 @@ def mute_alert(
     dst = ANY if options.any_destination else alert.dst or ANY
     rule = _record_rule(session, alert, "muted", src, dst, [], user, options.note)
     session.commit()
+    bump_data_version(session)  # the alert was closed: the list pages' kept answers are stale
     return AlertRulePublic.model_validate(rule)
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy import ColumnElement, String, cast, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from fieldward.console.api.cache import NOT_MODIFIED, bump_data_version, cached_page
 from fieldward.console.api.deps import (
     CountCacheDep,
     CurrentUser,
@@ -24,7 +25,7 @@ from fieldward.console.api.deps import (
     SessionDep,
     access,
     audit,
-    json_response,
+    json_body,
     run_read,
 )
 from fieldward.console.api.schemas import NO_NUL, Page
@@ -211,10 +212,11 @@ def _list_items(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
     operation_id="devices_list",
     response_model=Page[DevicePublic],
     summary="The inventory: filter, search, sort, page",
-    **access("viewer"),
+    **access("viewer", responses=NOT_MODIFIED),
 )
 async def list_devices(
     request: Request,
+    user: CurrentUser,
     session: SessionDep,
     paging: PagingDep,
     counts: CountCacheDep,
@@ -231,7 +233,7 @@ async def list_devices(
     sort: Annotated[SortName, Query(description="Column to sort by")] = "id",
     order: Annotated[Literal["asc", "desc"], Query(description="Sort direction")] = "asc",
 ) -> Response:
-    def page() -> Response:
+    def page() -> bytes:
         filters: list[ColumnElement[bool]] = []
         if device_type is not None:
             filters.append(Device.device_type == device_type)
@@ -266,11 +268,25 @@ async def list_devices(
         total = counts.count(
             key, lambda: int(session.scalar(select(func.count()).select_from(Device).where(*filters)) or 0)
         )
-        # Plain dicts of DevicePublic's shape, encoded once by orjson (deps.json_response).
+        # Plain dicts of DevicePublic's shape, encoded once by orjson (deps.json_body).
         items = _list_items(session.execute(statement))
-        return json_response({"items": items, "total": total, "limit": paging.limit, "offset": paging.offset})
+        return json_body({"items": items, "total": total, "limit": paging.limit, "offset": paging.offset})
 
-    return await run_read(request, page)
+    # The validated parameters and the caller's role (api/cache.py): the same page for the same key.
+    cache_key = (
+        "devices",
+        user.role,
+        device_type,
+        vendor,
+        level,
+        sensor,
+        search,
+        sort,
+        order,
+        paging.limit,
+        paging.offset,
+    )
+    return await cached_page(request, cache_key, page, run_read)
 
 
 def _get(session: Session, device_id: int) -> Device:
@@ -398,4 +414,5 @@ def update_device(
             after=body.importance,
         )
     session.commit()
+    bump_data_version(session)  # the list pages' kept answers are stale (api/cache.py)
     return DevicePublic(**_public(device))

@@ -25,13 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.api.deps import CurrentSensor, SessionDep, SettingsDep, access, audit
 from fieldward.console.api.routes.risk import site_risk
 from fieldward.console.api.schemas.ingest import BatchCreate, BatchPublic, EvidencePublic
 from fieldward.console.models import IngestBatch
 from fieldward.console.trust_hooks import after_ingest
 from fieldward.store.database import Database
-from fieldward.store.ingest import IngestError, ingest_records
+from fieldward.store.ingest import COLLECTOR, IngestError, ingest_records
 from fieldward.store.models import Alert
 
 __all__ = ["AlertRef", "find_sensor_alert", "router"]
@@ -55,13 +56,16 @@ class _FastJsonRequest(Request):
 
 
 class _FastJsonRoute(APIRoute):
-    """The ingest routes: bodies parsed by :class:`_FastJsonRequest`."""
+    """The ingest routes: bodies parsed by :class:`_FastJsonRequest`, and Python's cyclic garbage
+    collector paused from the parsing of a batch to its answer (:data:`~fieldward.store.ingest.COLLECTOR`:
+    the batch's objects, freed by reference counting, are not walked again and again meanwhile)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def fast_json_handler(request: Request) -> Response:
-            return await handler(_FastJsonRequest(request.scope, request.receive))
+            with COLLECTOR:
+                return await handler(_FastJsonRequest(request.scope, request.receive))
 
         return fast_json_handler
 
@@ -157,6 +161,7 @@ def upload_evidence(
     except IntegrityError:  # the same upload raced with its retry, which recorded it (same bytes)
         session.rollback()
         return _evidence_answer(alert.id, 0, "duplicate")
+    bump_data_version(session)  # has_evidence changed: the alert list's kept answers are stale
     if batch:
         return _evidence_answer(alert.id, len(data), "applied")
     return EvidencePublic(alert_id=alert.id, bytes=len(data))
@@ -190,6 +195,7 @@ def ingest_batch(
         report = ingest_records(database, sensor.id, kind, body.records)
     except IngestError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    bump_data_version(database)  # committed by ingest_records: the list pages' kept answers are stale
     written = report.records
     skipped = sum(report.skipped.values())
     session.add(IngestBatch(sensor_id=sensor.id, batch_id=batch_id, kind=kind, written=written))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.api.deps import CurrentUser, IdPath, PagingDep, SessionDep, access, audit
 from fieldward.console.api.schemas import Message, Page
 from fieldward.console.api.schemas.sensors import SensorCreate, SensorCreated, SensorPublic
@@ -105,4 +106,5 @@ def delete_sensor(sensor_id: IdPath, user: CurrentUser, session: SessionDep) -> 
     audit(session, user.username, "sensor.delete", f"sensor:{sensor.id}", name=sensor.name)
     session.delete(sensor)
     session.commit()
+    bump_data_version(session)  # its devices and alerts are gone: the list pages' kept answers are stale
     return Message(detail="sensor deleted")
