@@ -460,9 +460,11 @@ class ProtocolDetector(Detector):
         """The rows that can be a violation: never the bulk of well-formed reads."""
         if log == "modbus":
             codes = table["function_code"]
+            # Exceptions, illegal codes, diagnostics (their sub-function may be reserved), unit id 0.
             return pc.or_kleene(
                 pc.or_kleene(
-                    pc.greater_equal(codes, 0x80), pc.invert(pc.is_in(codes, self._modbus_legal_array))
+                    pc.or_kleene(pc.greater_equal(codes, 0x80), pc.equal(codes, 8)),
+                    pc.invert(pc.is_in(codes, self._modbus_legal_array)),
                 ),
                 pc.and_kleene(pc.equal(table["unit"], 0), pc.equal(table["pdu_type"], "REQ")),
             )
