@@ -22,11 +22,15 @@ Rules:
 
 :meth:`TcpReassembler.reassemble_batch` is the batch entry point: a numpy mask first selects the TCP
 packets with payload (or SYN/FIN/RST) of the wanted flows, and only those are fed, in capture order.
+:meth:`TcpReassembler.reassemble_columns` does the same but returns a :class:`StreamBatch`: segments
+delivered whole and in order stay rows of the batch (no object per segment), for the protocol
+engine's columnar TCP path.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -89,6 +93,62 @@ _SET_OFFSET = _slot_setter("offset")
 _SET_DATA = _slot_setter("data")
 _SET_TS = _slot_setter("ts_ns")
 _SET_GAP = _slot_setter("gap_before")
+
+
+@dataclass(slots=True)
+class StreamBatch:
+    """What one batch's TCP segments delivered, in columns (:meth:`TcpReassembler.reassemble_columns`).
+
+    Segment ``i`` (a selected packet, in capture order) was either delivered ``whole[i]``: in order,
+    right after the previous bytes of its direction, as exactly one chunk of its own payload (the common
+    case, never turned into Python objects), or went through :meth:`TcpReassembler.feed`, which
+    delivered the ``chunks`` whose ``chunk_segment`` is ``i`` (none, one or several). Delivery order is
+    segment order, and within a segment the order of its chunks.
+    """
+
+    buffer: npt.NDArray[np.uint8]
+    """The batch buffer; segment ``i``'s payload is ``buffer[start[i] : start[i] + length[i]]``."""
+    rows: npt.NDArray[np.intp]
+    """Batch row of each segment."""
+    flow: npt.NDArray[np.int64]
+    direction: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    length: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    offset: npt.NDArray[np.int64]
+    """Stream offset of the segment's first byte, for ``whole`` segments (0 elsewhere)."""
+    whole: npt.NDArray[np.bool_]
+    chunks: list[StreamChunk]
+    chunk_segment: list[int]
+
+    def chunk(self, i: int) -> StreamChunk:
+        """The chunk a ``whole`` segment delivered, as an object."""
+        begin = int(self.start[i])
+        data = self.buffer[begin : begin + int(self.length[i])].tobytes()
+        return _new_chunk(
+            int(self.flow[i]), int(self.direction[i]), int(self.offset[i]), data, int(self.ts[i])
+        )
+
+    def all_chunks(self) -> list[StreamChunk]:
+        """Every delivered chunk as an object, in delivery order."""
+        out: list[StreamChunk] = []
+        k = 0
+        chunks, at = self.chunks, self.chunk_segment
+        for i in range(self.rows.shape[0] if self.whole.any() else 0):
+            while k < len(chunks) and at[k] < i:
+                out.append(chunks[k])
+                k += 1
+            if self.whole[i]:
+                out.append(self.chunk(i))
+        out.extend(chunks[k:])
+        return out
+
+
+def _empty_stream_batch(buffer: npt.NDArray[np.uint8]) -> StreamBatch:
+    none = np.zeros(0, dtype=np.int64)
+    return StreamBatch(
+        buffer, none.astype(np.intp), none, none, none, none, none, none, np.zeros(0, dtype=np.bool_), [], []
+    )
 
 
 @dataclass(slots=True)
@@ -249,6 +309,24 @@ class TcpReassembler:
         wanted) or a collection of flow ids. Only packets of those flows that carry payload or a
         SYN, FIN or RST flag are selected (with numpy masks) and fed, in capture order.
         """
+        return self.reassemble_columns(batch, decoded, assignment, flow_filter).all_chunks()
+
+    def reassemble_columns(
+        self,
+        batch: PacketBatch,
+        decoded: DecodedBatch,
+        assignment: FlowAssignment,
+        flow_filter: npt.NDArray[np.bool_] | Collection[int],
+    ) -> StreamBatch:
+        """:meth:`reassemble_batch` in columns: in-order segments are delivered as array rows.
+
+        Runs of in-order segments are found with numpy: a segment *follows* the previous segment of its
+        flow direction in this batch when both carry data without SYN/FIN/RST and it starts exactly
+        where that one ended. Python looks at the first segment of each run only: when it starts
+        exactly at the next byte to deliver of a direction with nothing buffered, no FIN seen and no
+        flag (what ``feed`` would deliver at once), the whole run is delivered; otherwise that segment
+        goes to ``feed`` and the next one of the run is looked at the same way, in capture order.
+        """
         flow_id = assignment.flow_id
         n = decoded.n
         if isinstance(flow_filter, np.ndarray) and flow_filter.dtype == np.bool_:
@@ -267,98 +345,146 @@ class TcpReassembler:
         )
         rows = np.flatnonzero(select)
         if rows.shape[0] == 0:
-            return []
+            return _empty_stream_batch(batch.buffer)
         m = rows.shape[0]
         size_col = np.maximum(decoded.payload_len[rows], 0).astype(np.int64)
         flow_col = flow_id[rows].astype(np.int64)
         dir_col = assignment.direction[rows].astype(np.int64)
         seq_col = decoded.tcp_seq[rows].astype(np.int64) & _SEQ_MASK
         flag_col = decoded.tcp_flags[rows]
-        # Runs of in-order segments, found with numpy: a segment *follows* the previous segment of its
-        # flow direction in this batch when both carry data without SYN/FIN/RST and it starts exactly
-        # where that one ended. If that one was delivered by the in-order fast path, this one is too,
-        # without looking at the direction's state again (nothing else changes it in between).
+        start_col = (batch.offsets[rows] + np.maximum(decoded.payload_offset[rows], 0)).astype(np.int64)
+        ts_col = batch.ts_ns[rows].astype(np.int64)
         key = flow_col * 2 + dir_col
         order = np.argsort(key, kind="stable")
         plain = (size_col > 0) & ((flag_col & _CONTROL) == 0)
-        previous = np.full(m, -1, dtype=np.int64)
         follows = np.zeros(m, dtype=np.bool_)
         if m > 1:
             same = key[order[1:]] == key[order[:-1]]
-            previous[order[1:][same]] = order[:-1][same]
             before = order[:-1]
-            chained = (
+            follows[order[1:]] = (
                 same
                 & plain[order[1:]]
                 & plain[before]
                 & (seq_col[order[1:]] == (seq_col[before] + size_col[before]) & _SEQ_MASK)
             )
-            follows[order[1:]] = chained
-        starts = (batch.offsets[rows] + np.maximum(decoded.payload_offset[rows], 0)).tolist()
+        # Runs ("chains") are contiguous in key order: run c covers sorted positions first[c]:last[c].
+        sorted_follows = follows[order]
+        first = np.flatnonzero(~sorted_follows)
+        last = np.append(first[1:], m)
+        chain_end = np.repeat(last, last - first)
+        """Sorted position past the end of each sorted position's run."""
+        where = np.empty(m, dtype=np.intp)
+        where[order] = np.arange(m)
+        sizes_sorted = size_col[order]
+        csum = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(sizes_sorted, out=csum[1:])
+        whole = np.zeros(m, dtype=np.bool_)
+        offset_col = np.zeros(m, dtype=np.int64)
+        heads = np.sort(order[first]).tolist()
+        starts = start_col.tolist()
         lengths = size_col.tolist()
         flows = flow_col.tolist()
         directions = dir_col.tolist()
         seqs = seq_col.tolist()
         flag_values = flag_col.tolist()
-        times = batch.ts_ns[rows].tolist()
-        follow_list = follows.tolist()
-        previous_list = previous.tolist()
+        times = ts_col.tolist()
+        where_list = where.tolist()
+        end_list = chain_end.tolist()
+        order_list = order.tolist()
         view = batch.buffer.data
         out: list[StreamChunk] = []
+        out_at: list[int] = []
         dirs = self._dirs
         keep = self.overlap_check_bytes
-        fast_state: list[_Direction | None] = [None] * m
-        """The direction's state, for the segments the in-order fast path delivered."""
-        unsettled: dict[int, tuple[_Direction, list[bytes]]] = {}
-        """Bytes the fast path delivered (by ``id`` of the direction state) that are not yet in its
-        ``tail``: only ``feed`` reads the tail, so it is brought up to date before ``feed`` runs for
-        that direction and at the end, instead of copying the whole tail for every segment."""
-        chunk = _new_chunk
-        for i in range(m):
-            start = starts[i]
+        unsettled: dict[int, tuple[_Direction, list[tuple[int, int]]]] = {}
+        """Runs the fast path delivered (sorted position ranges, by ``id`` of the direction state) that
+        are not yet in its ``tail``: only ``feed`` reads the tail, so it is brought up to date before
+        ``feed`` runs for that direction and at the end."""
+        later: list[int] = []
+        """Segments of runs whose earlier segment went to ``feed`` (a heap of rows)."""
+        h = 0
+        while h < len(heads) or later:
+            if later and (h >= len(heads) or later[0] < heads[h]):
+                i = heapq.heappop(later)
+            else:
+                i = heads[h]
+                h += 1
             size = lengths[i]
-            state = fast_state[previous_list[i]] if follow_list[i] else None
-            if state is None:
-                flags = flag_values[i]
-                state = dirs.get((flows[i], directions[i]))
-                # In-order fast path: the segment starts exactly at the next byte to deliver of a
-                # direction with nothing buffered, no FIN seen and no SYN/FIN/RST flag. This is what
-                # ``feed`` would do (buffer the bytes, then deliver them at once), without the
-                # out-of-order machinery.
-                if not (
-                    state is not None
-                    and size
-                    and not flags & _CONTROL
-                    and not state.pending
-                    and state.fin_at < 0
-                    and not state.closed
-                    and (seqs[i] - state.isn) & _SEQ_MASK == state.next & _SEQ_MASK
-                ):
-                    if unsettled and state is not None and id(state) in unsettled:
-                        _settle_tail(*unsettled.pop(id(state)), keep)
-                    out.extend(
-                        self.feed(
-                            flows[i], directions[i], seqs[i], flags, view[start : start + size], times[i]
-                        )
-                    )
-                    continue
-            data = view[start : start + size].tobytes()
-            out.append(chunk(flows[i], directions[i], state.next, data, times[i]))
-            fast_state[i] = state
-            state.next += size
-            if keep:
-                if size >= keep:
-                    state.tail = data[-keep:]
-                    unsettled.pop(id(state), None)
-                else:
+            flags = flag_values[i]
+            state = dirs.get((flows[i], directions[i]))
+            if (
+                state is not None
+                and size
+                and not flags & _CONTROL
+                and not state.pending
+                and state.fin_at < 0
+                and not state.closed
+                and (seqs[i] - state.isn) & _SEQ_MASK == state.next & _SEQ_MASK
+            ):
+                q = where_list[i]
+                end = end_list[q]
+                run = order[q:end]
+                whole[run] = True
+                offset_col[run] = state.next + csum[q:end] - csum[q]
+                state.next += int(csum[end] - csum[q])
+                if keep:
                     pending = unsettled.get(id(state))
                     if pending is None:
-                        unsettled[id(state)] = (state, [data])
+                        unsettled[id(state)] = (state, [(q, end)])
                     else:
-                        pending[1].append(data)
-        for state, pieces in unsettled.values():
-            _settle_tail(state, pieces, keep)
-        return out
+                        pending[1].append((q, end))
+                continue
+            if unsettled and state is not None and id(state) in unsettled:
+                self._settle(*unsettled.pop(id(state)), order, csum, start_col, size_col, batch.buffer)
+            chunks = self.feed(
+                flows[i], directions[i], seqs[i], flags, view[starts[i] : starts[i] + size], times[i]
+            )
+            if chunks:
+                out.extend(chunks)
+                out_at.extend([i] * len(chunks))
+            q = where_list[i]
+            if q + 1 < end_list[q]:
+                heapq.heappush(later, order_list[q + 1])
+        for state, runs in unsettled.values():
+            self._settle(state, runs, order, csum, start_col, size_col, batch.buffer)
+        return StreamBatch(
+            batch.buffer, rows, flow_col, dir_col, start_col, size_col, ts_col, offset_col, whole, out, out_at
+        )
+
+    def _settle(
+        self,
+        state: _Direction,
+        runs: list[tuple[int, int]],
+        order: npt.NDArray[np.intp],
+        csum: npt.NDArray[np.int64],
+        start: npt.NDArray[np.int64],
+        size: npt.NDArray[np.int64],
+        buffer: npt.NDArray[np.uint8],
+    ) -> None:
+        """``state.tail`` after the runs of segments the fast path delivered (``runs`` are ranges of
+        positions in ``order``; ``csum`` the cumulative sizes in that order): only the segments holding
+        the last ``overlap_check_bytes`` are copied, with one gather."""
+        keep = self.overlap_check_bytes
+        need = keep
+        picked: list[npt.NDArray[np.intp]] = []
+        for q, end in reversed(runs):
+            total = int(csum[end] - csum[q])
+            if total < need:
+                picked.append(order[q:end])
+                need -= total
+                continue
+            # The run's last segments that hold the ``need`` bytes still missing.
+            first = int(np.searchsorted(csum, csum[end] - need, side="right")) - 1
+            picked.append(order[max(first, q) : end])
+            need = 0
+            break
+        picked.reverse()
+        rows = np.concatenate(picked)
+        sizes = size[rows]
+        before = np.cumsum(sizes) - sizes
+        index = np.repeat(start[rows] - before, sizes) + np.arange(int(sizes.sum()), dtype=np.int64)
+        data = buffer[index].tobytes()
+        state.tail = data[-keep:] if need <= 0 else (state.tail + data)[-keep:]
 
     # ------------------------------------------------------------------ internals
 

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numba
 import numpy as np
@@ -278,6 +278,13 @@ class Dissector(ABC):
         """
         return None
 
+    framing: ClassVar[LengthFraming | None] = None
+    """Optional declaration of :meth:`frame` for the columnar TCP path: where each PDU's header holds
+    its length. With it (and ``parse_pdu_batch``) the engine cuts the in-order segments of a whole batch
+    with numpy instead of calling ``frame`` per PDU; ``frame`` stays the reference for everything else
+    (partial PDUs, buffered bytes, gaps, garbage). It must agree with ``frame`` (see
+    :class:`LengthFraming`), and is ignored when a subclass overrides ``frame`` but not ``framing``."""
+
     def frame(self, data: bytes, is_orig: bool) -> int:
         """TCP only: length of the complete PDU at the start of ``data``.
 
@@ -342,6 +349,110 @@ class Datagrams:
         start = self.start if rows is None else self.start[rows]
         length = self.length if rows is None else self.length[rows]
         return binary_array(self.buffer, start + offset, np.maximum(length - offset, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """An unsigned integer field of a PDU header: ``size`` bytes at ``offset``."""
+
+    offset: int
+    size: int = 2
+    """1, 2 or 4 bytes."""
+    byteorder: Literal["big", "little"] = "big"
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.size not in (1, 2, 4) or self.byteorder not in ("big", "little"):
+            raise ValueError(f"bad header field {self!r}")
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True, slots=True)
+class LengthFraming:
+    """:meth:`Dissector.frame` as a declaration, for protocols whose header gives the PDU's length.
+
+    A PDU starting at ``p`` is ``length`` (read at ``p + length.offset``) ``+ add`` bytes long; it is
+    valid when that size lies in ``min_size..max_size`` and every ``require`` field holds one of its
+    values. The declaration must agree with ``frame``: for any ``data`` that starts with a valid PDU
+    and holds all of it, ``frame(data, is_orig)`` returns its size, without side effects (e.g. Modbus:
+    ``LengthFraming(HeaderField(4), add=6, min_size=8, max_size=260, require=((HeaderField(2),
+    frozenset({0})),))``). The engine uses it only for segments that are exactly a run of valid whole
+    PDUs; any other segment (partial PDU, invalid header, bytes already buffered) goes to ``frame``.
+    ``tests/protocols/test_framing.py`` checks the built-in declarations against ``frame``.
+    """
+
+    length: HeaderField
+    add: int = 0
+    min_size: int = 1
+    max_size: int = 1 << 32
+    require: tuple[tuple[HeaderField, frozenset[int]], ...] = ()
+    """Header fields with their allowed values (e.g. a protocol identifier, a command code)."""
+
+    def __post_init__(self) -> None:
+        fields = [self.length, *(f for f, _values in self.require)]
+        if self.min_size < max(f.end for f in fields) or self.max_size < self.min_size:
+            raise ValueError("LengthFraming: min_size must cover the length and required fields")
+
+    def sizes(self, heads: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """The declared size of the PDU starting each row of ``heads`` (shape (m, >= ``min_size``)), or
+        -1 where the header is not a valid one."""
+        size = read_field(heads, self.length) + self.add
+        ok = (size >= self.min_size) & (size <= self.max_size)
+        for f, values in self.require:
+            ok &= np.isin(read_field(heads, f), np.array(sorted(values), dtype=np.int64))
+        sizes: npt.NDArray[np.int64] = np.where(ok, size, -1)
+        return sizes
+
+    def cut(
+        self, buffer: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Cut the byte ranges ``buffer[start[i] : start[i] + length[i]]`` into PDUs (vectorized).
+
+        Returns ``(whole, pdu_range, pdu_start, pdu_length)``: ``whole[i]`` when range ``i`` is exactly
+        a run of valid whole PDUs; the PDUs of those ranges (with the range each belongs to), in order
+        of range then position."""
+        m = start.shape[0]
+        pos = start.astype(np.int64)
+        end = pos + length
+        alive = np.ones(m, dtype=np.bool_) if m else np.zeros(0, dtype=np.bool_)
+        rows_parts: list[npt.NDArray[np.intp]] = []
+        starts_parts: list[npt.NDArray[np.int64]] = []
+        sizes_parts: list[npt.NDArray[np.int64]] = []
+        active = np.flatnonzero(alive & (pos < end))
+        while active.shape[0]:
+            heads = gather_heads(buffer, pos[active], end[active] - pos[active], self.min_size)
+            size = self.sizes(heads)
+            room = end[active] - pos[active]
+            fits = (size > 0) & (size <= room) & (room >= self.min_size)
+            alive[active[~fits]] = False
+            active, size = active[fits], size[fits]
+            rows_parts.append(active)
+            starts_parts.append(pos[active])
+            sizes_parts.append(size)
+            pos[active] += size
+            active = active[pos[active] < end[active]]
+        whole = alive & (length > 0)
+        if not rows_parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return whole, empty.astype(np.intp), empty, empty
+        rows = np.concatenate(rows_parts)
+        pdu_start = np.concatenate(starts_parts)
+        pdu_size = np.concatenate(sizes_parts)
+        keep = whole[rows]
+        rows, pdu_start, pdu_size = rows[keep], pdu_start[keep], pdu_size[keep]
+        order = np.lexsort((pdu_start, rows))
+        return whole, rows[order], pdu_start[order], pdu_size[order]
+
+
+def read_field(heads: npt.NDArray[np.uint8], f: HeaderField) -> npt.NDArray[np.int64]:
+    """The value of a header field in each row of ``heads``."""
+    value = np.zeros(heads.shape[0], dtype=np.int64)
+    order = range(f.size) if f.byteorder == "big" else range(f.size - 1, -1, -1)
+    for k in order:
+        value = (value << 8) | heads[:, f.offset + k]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +530,19 @@ def binary_array(
     return pa.Array.from_buffers(
         pa.binary(), length.shape[0], [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     )
+
+
+def compact_ranges(
+    buffer: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> npt.NDArray[np.uint8]:
+    """The byte ranges ``buffer[start[i] : start[i] + length[i]]`` copied one after the other."""
+    length = np.asarray(length, dtype=np.int64)
+    offsets = np.zeros(length.shape[0] + 1, dtype=np.int64)
+    np.cumsum(length, out=offsets[1:])
+    data = np.empty(int(offsets[-1]), dtype=np.uint8)
+    if data.shape[0]:
+        _gather_ranges(buffer, np.asarray(start, dtype=np.int64), length, offsets, data)
+    return data
 
 
 def _gather_ranges_py(

@@ -8,7 +8,11 @@ Per batch, with numpy masks first and Python only where a dissector must run:
    every recogniser says ``NO`` (or the packet budget is spent) the flow is left unclassified.
 2. dissection: UDP datagrams of classified flows go straight to ``parse``; TCP segments go through
    :class:`~fieldward.decode.reassembly.TcpReassembler`, and the in-order stream of each direction is
-   cut into PDUs with the dissector's ``frame``.
+   cut into PDUs with the dissector's ``frame``. Columnar TCP path: segments delivered whole and in
+   order on flows whose dissector has ``parse_pdu_batch`` and declares its ``framing``, with nothing
+   buffered in their direction, that are exactly a run of valid PDUs, are cut with numpy across the
+   batch and queued as columns of the batch buffer (``_Block``); everything else goes through ``frame``
+   in the same delivery order, so the output does not depend on which path cut a PDU.
 
 Layer 2: frames without IP (``Transport.ETHERNET`` dissectors) are selected per batch with numpy masks
 over the ``ethertype`` column (and, for 802.3 frames, over the gathered LLC/SNAP header bytes), then
@@ -47,7 +51,7 @@ from fieldward.decode.columns import (
     DecodedBatch,
 )
 from fieldward.decode.flows import FlowAssignment
-from fieldward.decode.reassembly import StreamChunk, TcpReassembler
+from fieldward.decode.reassembly import StreamBatch, StreamChunk, TcpReassembler
 from fieldward.protocols.base import (
     L2_HEAD_BYTES,
     NO_FLOW,
@@ -57,11 +61,13 @@ from fieldward.protocols.base import (
     Event,
     EventColumns,
     FlowInfo,
+    LengthFraming,
     LinkInfo,
     PduContext,
     ProtocolWeird,
     Transport,
     Verdict,
+    compact_ranges,
     event_fields,
     event_schema,
     events_of_table,
@@ -135,6 +141,24 @@ class _Queued:
 
 
 @dataclass(slots=True)
+class _Block:
+    """Framed TCP PDUs of in-order segments, cut with numpy (``LengthFraming``): columns over the batch
+    buffer waiting for the columnar fast path, in stream order (no object per PDU)."""
+
+    buffer: npt.NDArray[np.uint8]
+    index: npt.NDArray[np.intp]
+    """The dissector of each PDU (index in the registry)."""
+    start: npt.NDArray[np.int64]
+    length: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.int64]
+    flow: npt.NDArray[np.int64]
+    is_orig: npt.NDArray[np.bool_]
+    slot: npt.NDArray[np.intp]
+    """The session of each PDU (index into ``sessions``)."""
+    sessions: list[_Session]
+
+
+@dataclass(slots=True)
 class _Collector:
     """Events made by ``parse`` for datagrams or PDUs a fast path left, kept to be merged with the fast
     path's events in capture order."""
@@ -191,6 +215,22 @@ def unique_ids(ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.N
     seen[local] = True
     rank = np.cumsum(seen, dtype=np.intp) - 1
     return np.flatnonzero(seen).astype(np.int64) + low, rank[local]
+
+
+def _slice_block(block: _Block, begin: int, end: int) -> _Block:
+    """PDUs ``begin:end`` of a block (views, no copy)."""
+    part = slice(begin, end)
+    return _Block(
+        block.buffer,
+        block.index[part],
+        block.start[part],
+        block.length[part],
+        block.ts[part],
+        block.flow[part],
+        block.is_orig[part],
+        block.slot[part],
+        block.sessions,
+    )
 
 
 MAX_MERGE_SLICES = 64
@@ -256,6 +296,17 @@ def _address(row: npt.NDArray[np.uint8], version: int) -> str:
     return str(ipaddress.IPv4Address(raw[12:])) if version == 4 else str(ipaddress.IPv6Address(raw))
 
 
+def _declared_framing(cls: type[Dissector]) -> LengthFraming | None:
+    """``cls.framing``, unless a class below the one that declared it overrides ``frame`` (the
+    declaration would then describe someone else's framing)."""
+    framing = cls.framing
+    if framing is None:
+        return None
+    owner = next(k for k in cls.__mro__ if "framing" in vars(k))
+    framer = next(k for k in cls.__mro__ if "frame" in vars(k))
+    return framing if issubclass(owner, framer) else None
+
+
 class ProtocolEngine:
     """Drives the registered dissectors over decoded batches; events go to ``emit``."""
 
@@ -317,7 +368,14 @@ class ProtocolEngine:
             and inspect.getattr_static(cls, "parse_pdu_batch") is not _BASE_PARSE_PDU_BATCH
         )
         """Dissectors with a columnar fast path for TCP PDUs."""
-        self._queue: list[_Queued] = []
+        self._framing: dict[int, LengthFraming] = {
+            index: framing
+            for index in self._fast_tcp
+            if (framing := _declared_framing(self._dissectors[index])) is not None
+        }
+        """Fast-path dissectors whose ``frame`` is declared (``Dissector.framing``): their in-order
+        segments are cut into PDUs with numpy across the batch."""
+        self._queue: list[_Queued | _Block] = []
         self._flushing = False
         self._collector: _Collector | None = None
         self._position = 0
@@ -888,7 +946,118 @@ class ProtocolEngine:
         for flow, row in zip(new_flows.tolist(), rows[first].tolist(), strict=True):
             if flow not in self._pending_info:
                 self._pending_info[flow] = self._flow_info(flow, row, decoded, assignment, Transport.TCP)
-        self._deliver(self._reassembler.reassemble_batch(batch, decoded, assignment, wanted))
+        self._deliver_stream(self._reassembler.reassemble_columns(batch, decoded, assignment, wanted))
+
+    def _deliver_stream(self, stream: StreamBatch) -> None:
+        """Deliver one batch's TCP streams: the PDUs of the segments :meth:`_columnar` cuts with numpy
+        are queued as blocks of columns, everything else goes chunk by chunk through ``_deliver``'s
+        path, in delivery order (so the queue, and every output, has the order of the per-PDU path)."""
+        m = stream.rows.shape[0]
+        if m == 0:
+            return
+        columnar = np.zeros(m, dtype=np.bool_)
+        block: _Block | None = None
+        pdu_segment = np.zeros(0, dtype=np.intp)
+        if self._framing and self.settings.fast_path and self._takes_tables and stream.whole.any():
+            found = self._columnar(stream)
+            if found is not None:
+                columnar, block, pdu_segment = found
+        limit = self.settings.max_pdu_buffer_bytes
+        chunks, at = stream.chunks, stream.chunk_segment
+        rest = np.flatnonzero(stream.whole & ~columnar).tolist()
+        done = 0  # PDUs of the block queued so far
+        k = r = 0
+        while k < len(chunks) or r < len(rest):
+            if r < len(rest) and (k >= len(chunks) or rest[r] <= at[k]):
+                segment, chunk = rest[r], stream.chunk(rest[r])
+                r += 1
+            else:
+                segment, chunk = at[k], chunks[k]
+                k += 1
+            if block is not None:
+                upto = int(np.searchsorted(pdu_segment, segment))
+                if upto > done:
+                    self._queue.append(_slice_block(block, done, upto))
+                    done = upto
+            self._deliver_chunk(chunk, limit)
+        if block is not None and done < pdu_segment.shape[0]:
+            self._queue.append(_slice_block(block, done, pdu_segment.shape[0]))
+        self._flush_queue()
+
+    def _columnar(
+        self, stream: StreamBatch
+    ) -> tuple[npt.NDArray[np.bool_], _Block, npt.NDArray[np.intp]] | None:
+        """The segments whose PDUs are cut with numpy: delivered whole, on a flow whose (active, queued)
+        session's dissector declares its framing, exactly a run of valid whole PDUs, with nothing
+        buffered in their direction: every earlier segment of the direction in this batch is one too,
+        and the buffer was empty when the batch started. Returns the mask, the PDUs, and the segment
+        of each PDU."""
+        flows, inverse = unique_ids(stream.flow)
+        count = flows.shape[0]
+        dissector = np.full(count, -1, dtype=np.intp)
+        empty = np.zeros((count, 2), dtype=np.bool_)
+        sessions: list[_Session] = []
+        slot_of = np.full(count, -1, dtype=np.intp)
+        for k, flow in enumerate(flows.tolist()):
+            session = self._sessions.get(flow)
+            if (
+                session is None
+                or not session.active
+                or not session.queued
+                or session.index not in self._framing
+            ):
+                continue
+            dissector[k] = session.index
+            empty[k, 0] = not session.buffers[0]
+            empty[k, 1] = not session.buffers[1]
+            slot_of[k] = len(sessions)
+            sessions.append(session)
+        if not sessions:
+            return None
+        index = dissector[inverse]
+        good = stream.whole & (index >= 0) & empty[inverse, stream.direction]
+        pdu_parts: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        for number in np.unique(index[good]).tolist():
+            sel = np.flatnonzero(good & (index == number))
+            whole, pdu_range, pdu_start, pdu_length = self._framing[number].cut(
+                stream.buffer, stream.start[sel], stream.length[sel]
+            )
+            good[sel[~whole]] = False
+            pdu_parts.append((sel[pdu_range], pdu_start, pdu_length))
+        # Nothing buffered: a segment counts only when every earlier one of its direction does.
+        key = stream.flow * 2 + stream.direction
+        order = np.argsort(key, kind="stable")
+        bad = np.cumsum(~good[order])
+        sorted_key = key[order]
+        group_start = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        before = np.repeat(np.r_[0, bad][group_start], np.diff(np.r_[group_start, order.shape[0]]))
+        columnar = np.zeros(order.shape[0], dtype=np.bool_)
+        columnar[order] = (bad - before) == 0
+        if not columnar.any() or not pdu_parts:
+            return None
+        pdu_segment = np.concatenate([p[0] for p in pdu_parts])
+        pdu_start = np.concatenate([p[1] for p in pdu_parts])
+        pdu_length = np.concatenate([p[2] for p in pdu_parts])
+        keep = columnar[pdu_segment]
+        pdu_segment, pdu_start, pdu_length = pdu_segment[keep], pdu_start[keep], pdu_length[keep]
+        pdu_order = np.lexsort((pdu_start, pdu_segment))
+        pdu_segment, pdu_start, pdu_length = (
+            pdu_segment[pdu_order],
+            pdu_start[pdu_order],
+            pdu_length[pdu_order],
+        )
+        block = _Block(
+            stream.buffer,
+            index[pdu_segment],
+            pdu_start,
+            pdu_length,
+            stream.ts[pdu_segment],
+            stream.flow[pdu_segment],
+            stream.direction[pdu_segment] == 0,
+            slot_of[inverse[pdu_segment]],
+            sessions,
+        )
+        return columnar, block, pdu_segment
 
     def _recognise_stream(self, chunk: StreamChunk) -> _Session | None:
         """TCP: recognise a flow from the first in-order bytes of its stream (either direction)."""
@@ -920,22 +1089,25 @@ class ProtocolEngine:
     def _deliver(self, chunks: list[StreamChunk]) -> None:
         limit = self.settings.max_pdu_buffer_bytes
         for chunk in chunks:
-            session = self._sessions.get(chunk.flow_id)
-            if session is None:
-                if self._flow_proto[chunk.flow_id] != UNKNOWN or not chunk.data:
-                    continue
-                session = self._recognise_stream(chunk)
-                if session is None:
-                    continue
-                chunk = StreamChunk(chunk.flow_id, chunk.direction, chunk.offset, b"", chunk.ts_ns)
-                self._frame_and_parse(session, chunk, limit)
-                other = StreamChunk(chunk.flow_id, 1 - chunk.direction, 0, b"", chunk.ts_ns)
-                self._frame_and_parse(session, other, limit)
-                continue
-            if not session.active:
-                continue
-            self._frame_and_parse(session, chunk, limit)
+            self._deliver_chunk(chunk, limit)
         self._flush_queue()
+
+    def _deliver_chunk(self, chunk: StreamChunk, limit: int) -> None:
+        session = self._sessions.get(chunk.flow_id)
+        if session is None:
+            if self._flow_proto[chunk.flow_id] != UNKNOWN or not chunk.data:
+                return
+            session = self._recognise_stream(chunk)
+            if session is None:
+                return
+            chunk = StreamChunk(chunk.flow_id, chunk.direction, chunk.offset, b"", chunk.ts_ns)
+            self._frame_and_parse(session, chunk, limit)
+            other = StreamChunk(chunk.flow_id, 1 - chunk.direction, 0, b"", chunk.ts_ns)
+            self._frame_and_parse(session, other, limit)
+            return
+        if not session.active:
+            return
+        self._frame_and_parse(session, chunk, limit)
 
     def _frame_and_parse(self, session: _Session, chunk: StreamChunk, limit: int) -> None:
         buf = session.buffers[chunk.direction]
@@ -1009,57 +1181,136 @@ class ProtocolEngine:
         finally:
             self._flushing = False
 
-    def _run_queue(self, queue: list[_Queued]) -> None:
-        positions: dict[int, list[int]] = {}
-        for position, item in enumerate(queue):
-            positions.setdefault(item.index, []).append(position)
-        local = [0] * len(queue)  # index of each queued PDU among its dissector's PDUs
+    def _run_queue(self, queue: list[_Queued | _Block]) -> None:
+        pdus, sessions = self._queue_columns(queue)
+        index = pdus.index
+        n = index.shape[0]
+        local = np.zeros(n, dtype=np.intp)  # index of each queued PDU among its dissector's PDUs
+        handled = np.zeros(n, dtype=np.bool_)  # ... handled by its dissector's fast path
         batches: dict[int, _PduBatch] = {}
-        handled: dict[int, list[bool]] = {}
-        for index, where in positions.items():
-            for i, position in enumerate(where):
-                local[position] = i
-            batch = self._pdu_batch(index, [queue[p] for p in where])
+        wheres: dict[int, npt.NDArray[np.intp]] = {}
+        for number in np.unique(index).tolist():
+            where = np.flatnonzero(index == number)
+            local[where] = np.arange(where.shape[0])
+            batch = self._pdu_batch(number, pdus, where, sessions)
             if batch is not None:
-                batches[index] = batch
-                handled[index] = batch.result.handled.tolist()
-        accepted: dict[int, list[int]] = {index: [] for index in batches}
-        for position, item in enumerate(queue):
-            session = item.session
+                batches[number] = batch
+                wheres[number] = where
+                handled[where] = batch.result.handled
+        applies = {number: batch.result.apply for number, batch in batches.items()}
+        indexes, locals_, flows = index.tolist(), local.tolist(), pdus.flow.tolist()
+        origs, times = pdus.is_orig.tolist(), pdus.ts.tolist()
+        buffer, starts, lengths = pdus.buffer, pdus.start, pdus.length
+        fast = handled.tolist()
+        accepted = [False] * n
+        for position, session in enumerate(sessions):
             if not session.active:
                 continue
-            batch = batches.get(item.index)
-            if batch is None:
-                self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
-                continue
-            i = local[position]
-            if handled[item.index][i]:
+            if fast[position]:
                 # As parse() would see it: close() and weirds read the time of the flow's last PDU.
                 ctx = session.ctx
-                ctx.ts = item.ts_ns
-                ctx.is_orig = item.is_orig
-                apply = batch.result.apply
+                ctx.ts = times[position]
+                ctx.is_orig = origs[position]
+                apply = applies[indexes[position]]
                 try:
-                    ok = True if apply is None else bool(apply(session.dissector, i))
+                    ok = True if apply is None else bool(apply(session.dissector, locals_[position]))
                 except Exception as exc:
-                    self._failed(item.flow, session, exc)
+                    self._failed(flows[position], session, exc)
                     continue
                 if ok:
-                    accepted[item.index].append(i)
+                    accepted[position] = True
                     continue
-            # parse() it; its events are merged with the fast path's, in stream order, at the end.
-            batch.collected.position = i
-            self._collector = batch.collected
+            batch = batches.get(indexes[position])
+            if batch is not None:
+                # parse() it; its events are merged with the fast path's, in stream order, at the end.
+                batch.collected.position = locals_[position]
+                self._collector = batch.collected
+            begin = int(starts[position])
+            data = buffer[begin : begin + int(lengths[position])].tobytes()
             try:
-                self._parse(item.flow, session, item.pdu, item.is_orig, item.ts_ns)
+                self._parse(flows[position], session, data, origs[position], times[position])
             finally:
                 self._collector = None
-        for index, batch in batches.items():
-            rows = accepted[index]
-            if rows:
+        taken = np.array(accepted, dtype=np.bool_)
+        for number, batch in batches.items():
+            rows = np.flatnonzero(taken[wheres[number]])
+            if rows.shape[0]:
                 batch.accepted[rows] = True
-                self.pdus_by_protocol[batch.name] = self.pdus_by_protocol.get(batch.name, 0) + len(rows)
+                self.pdus_by_protocol[batch.name] = self.pdus_by_protocol.get(batch.name, 0) + int(
+                    rows.shape[0]
+                )
             self._emit_pdu_batch(batch)
+
+    @staticmethod
+    def _queue_columns(queue: list[_Queued | _Block]) -> tuple[_Block, list[_Session]]:
+        """The queued PDUs as one block of columns, in queue order, with the session of each PDU. The
+        batch buffer is shared when only blocks of one batch are queued; otherwise the PDUs are copied
+        into a buffer of their own."""
+        blocks: list[_Block] = []
+        run: list[_Queued] = []
+        sessions: list[_Session] = []
+
+        def close_run() -> None:
+            pdus = [item.pdu for item in run]
+            count = len(run)
+            length = np.fromiter(map(len, pdus), dtype=np.int64, count=count)
+            start = np.zeros(count, dtype=np.int64)
+            np.cumsum(length[:-1], out=start[1:])
+            blocks.append(
+                _Block(
+                    np.frombuffer(b"".join(pdus), dtype=np.uint8),
+                    np.fromiter((item.index for item in run), dtype=np.intp, count=count),
+                    start,
+                    length,
+                    np.fromiter((item.ts_ns for item in run), dtype=np.int64, count=count),
+                    np.fromiter((item.flow for item in run), dtype=np.int64, count=count),
+                    np.fromiter((item.is_orig for item in run), dtype=np.bool_, count=count),
+                    np.zeros(0, dtype=np.intp),
+                    [],
+                )
+            )
+            run.clear()
+
+        for entry in queue:
+            if isinstance(entry, _Queued):
+                run.append(entry)
+                sessions.append(entry.session)
+                continue
+            if run:
+                close_run()
+            blocks.append(entry)
+            block_sessions = entry.sessions
+            sessions.extend([block_sessions[k] for k in entry.slot.tolist()])
+        if run:
+            close_run()
+        if len(blocks) == 1:
+            return blocks[0], sessions
+        buffer = blocks[0].buffer
+        start = np.concatenate([b.start for b in blocks])
+        length = np.concatenate([b.length for b in blocks])
+        if any(b.buffer is not buffer for b in blocks):
+            # Only the PDUs' bytes are copied (a run of _Queued PDUs, without sessions of its own, is
+            # already compact), never a whole batch buffer: one after the other.
+            buffer = np.concatenate(
+                [
+                    b.buffer if b.slot.shape[0] == 0 else compact_ranges(b.buffer, b.start, b.length)
+                    for b in blocks
+                ]
+            )
+            start = np.zeros(length.shape[0], dtype=np.int64)
+            np.cumsum(length[:-1], out=start[1:])
+        columns = _Block(
+            buffer,
+            np.concatenate([b.index for b in blocks]),
+            start,
+            length,
+            np.concatenate([b.ts for b in blocks]),
+            np.concatenate([b.flow for b in blocks]),
+            np.concatenate([b.is_orig for b in blocks]),
+            np.zeros(0, dtype=np.intp),
+            [],
+        )
+        return columns, sessions
 
     def _route_event(self, event: Event) -> None:
         """``ctx.emit`` of flow dissectors: straight to the output, or kept for merging while the parse
@@ -1070,37 +1321,31 @@ class ProtocolEngine:
         else:
             collector.parsed.append((collector.position, event))
 
-    def _pdu_batch(self, index: int, items: list[_Queued]) -> _PduBatch | None:
+    def _pdu_batch(
+        self, index: int, pdus: _Block, where: npt.NDArray[np.intp], sessions: list[_Session]
+    ) -> _PduBatch | None:
         cls = self._dissectors[index]
-        pdus = [item.pdu for item in items]
-        length = np.fromiter(map(len, pdus), dtype=np.int64, count=len(pdus))
-        start = np.zeros(len(pdus), dtype=np.int64)
-        np.cumsum(length[:-1], out=start[1:])
-        buffer = np.frombuffer(b"".join(pdus), dtype=np.uint8)
-        flow_ids = np.fromiter((item.flow for item in items), dtype=np.int64, count=len(items))
+        flow_ids = pdus.flow[where]
         columns = Datagrams(
-            buffer,
-            start,
-            length,
-            np.fromiter((item.ts_ns for item in items), dtype=np.int64, count=len(items)),
-            flow_ids,
-            np.fromiter((item.is_orig for item in items), dtype=np.bool_, count=len(items)),
+            pdus.buffer, pdus.start[where], pdus.length[where], pdus.ts[where], flow_ids, pdus.is_orig[where]
         )
-        _flows, first, inverse = np.unique(flow_ids, return_index=True, return_inverse=True)
-        infos = [items[k].session.ctx.flow for k in first.tolist()]
+        _flows, inverse = unique_ids(flow_ids)
+        first = np.zeros(_flows.shape[0], dtype=np.intp)
+        first[inverse[::-1]] = np.arange(where.shape[0] - 1, -1, -1)
+        infos = [sessions[k].ctx.flow for k in where[first].tolist()]
         try:
             result = cls.parse_pdu_batch(columns)
             if result is None:
                 return None
             handled = np.asarray(result.handled, dtype=np.bool_)
-            if handled.shape != length.shape:
-                raise ValueError(f"parse_pdu_batch handled mask of shape {handled.shape}, not {length.shape}")
+            if handled.shape != where.shape:
+                raise ValueError(f"parse_pdu_batch handled mask of shape {handled.shape}, not {where.shape}")
         except Exception as exc:  # a fast-path bug must not stop the run: parse() takes over
             self._exception(cls.name, exc)
             return None
         result = BatchResult(handled, result.events, result.apply, result.build)
-        accepted = np.zeros(len(items), dtype=np.bool_)
-        return _PduBatch(cls.name, result, columns, inverse.reshape(-1), infos, accepted)
+        accepted = np.zeros(where.shape[0], dtype=np.bool_)
+        return _PduBatch(cls.name, result, columns, inverse, infos, accepted)
 
     def _emit_pdu_batch(self, batch: _PduBatch) -> None:
         """Emit the fast path's events merged with those of the PDUs ``parse`` handled, by PDU."""

@@ -55,6 +55,8 @@ from fieldward.protocols.base import (
     Event,
     EventColumns,
     FlowInfo,
+    HeaderField,
+    LengthFraming,
     PduContext,
     Transport,
     Verdict,
@@ -1127,6 +1129,13 @@ class EnipDissector(Dissector):
             return header, cip
 
         return BatchResult(handled, apply=apply, build=build)
+
+    framing = LengthFraming(  # frame(), declared for the columnar TCP path: encapsulation length + 24
+        HeaderField(2, byteorder="little"),
+        add=HEADER.size,
+        min_size=HEADER.size,
+        require=((HeaderField(0, byteorder="little"), frozenset(ENIP_COMMANDS)),),
+    )
 
     def frame(self, data: bytes, is_orig: bool) -> int:
         if len(data) >= 2 and U16.unpack_from(data)[0] not in ENIP_COMMANDS:

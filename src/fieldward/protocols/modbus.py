@@ -49,6 +49,8 @@ from fieldward.protocols.base import (
     Event,
     EventColumns,
     FlowInfo,
+    HeaderField,
+    LengthFraming,
     PduContext,
     Transport,
     Verdict,
@@ -68,12 +70,10 @@ MAX_ADUS_PER_DATAGRAM = 64
 RECOGNITION_ADUS = 4
 """Complete ADUs checked by the recogniser (when the first payload holds several)."""
 RESERVED_UNITS = range(248, 255)
-FAST_HEAD = HEADER_SIZE + 4
-"""Bytes of each ADU the columnar fast path reads: MBAP, function code, address and quantity."""
+FAST_HEAD = HEADER_SIZE + 5
+"""Bytes of each ADU the columnar fast path reads: MBAP, function code, address, quantity and the
+byte count of Write Multiple Coils / Registers (or a response's byte count and exception code)."""
 NULL_FAST_FIELDS: dict[str, pa.DataType] = {
-    "exception_code": pa.int64(),
-    "exception": pa.string(),
-    "coils": pa.list_(pa.int64()),
     "and_mask": pa.int64(),
     "or_mask": pa.int64(),
     "write_start_address": pa.int64(),
@@ -85,7 +85,7 @@ NULL_FAST_FIELDS: dict[str, pa.DataType] = {
     "record_lengths": pa.list_(pa.int64()),
     "data": pa.binary(),
 }
-"""ModbusEvent fields a Read Holding/Input Registers request or response never carries."""
+"""ModbusEvent fields the ADUs of the columnar fast path never carry."""
 
 FUNCTION_NAMES: dict[int, str] = {
     0x01: "READ_COILS",
@@ -391,6 +391,14 @@ class ModbusDissector(Dissector):
             offset = end
         return Verdict.YES if complete else Verdict.MAYBE
 
+    framing = LengthFraming(  # frame(), declared for the columnar TCP path: MBAP length + 6
+        HeaderField(4),
+        add=6,
+        min_size=6 + MIN_LENGTH,
+        max_size=6 + MAX_LENGTH,
+        require=((HeaderField(2), frozenset({0})),),
+    )
+
     def frame(self, data: bytes, is_orig: bool) -> int:
         if len(data) >= 4 and (data[2] or data[3]):
             return -1  # protocol identifier is not 0: not an MBAP header
@@ -527,100 +535,242 @@ class ModbusDissector(Dissector):
 
     @classmethod
     def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult:
-        """Read Holding/Input Registers (3, 4) ADUs of the well-formed common shape, vectorized: a
-        request of exactly address + quantity (1..125), or a response with an even byte count that
-        matches the body. Requests and responses are told apart, and responses matched to their
-        request, per flow in stream order by ``apply``; a response whose register count differs from
-        its request's quantity (a weird) and every other ADU go to :meth:`parse`."""
+        """The common well-formed ADUs, vectorized: requests and responses of Read Coils / Discrete
+        Inputs / Holding / Input Registers (1-4), Write Single Coil / Register (5, 6) and Write
+        Multiple Coils / Registers (15, 16), and exception responses, each only in the exact shape
+        :meth:`parse` accepts without a weird (quantities within the limits, byte counts that agree).
+        Requests and responses are told apart, and responses matched to their request, per flow in
+        stream order by ``apply``; a response of read bits or registers whose size differs from its
+        request's quantity (a weird) and every other ADU go to :meth:`parse`."""
+        fast = _FastModbus(pdus)
+        return BatchResult(fast.handled, apply=fast.apply, build=fast.build)
+
+
+# ---------------------------------------------------------------------- columnar fast path
+
+
+def _name_table(name: Callable[[int], str]) -> npt.NDArray[np.str_]:
+    return np.array([name(code) for code in range(256)])
+
+
+_FUNC_NAMES = _name_table(function_name)
+_EXCEPTION_NAMES = _name_table(exception_name)
+_NO_LIST = -1
+"""``count`` of a row without a coil or register list (the field is null)."""
+_NULL = -1
+"""A null address or quantity in the fast path's integer columns (real values are non-negative)."""
+# Kinds of ADU, by what a response needs from its request (set per direction in ``_FastModbus``).
+_NOT_FAST, _STATIC, _READ_BITS, _READ_REGISTERS, _EXCEPTION = 0, 1, 2, 3, 4
+
+
+class _FastModbus:
+    """One batch of ADUs for :meth:`ModbusDissector.parse_pdu_batch`: the shape checks as columns, the
+    per-flow matching (``apply``) and the event columns (``build``).
+
+    The fields an ADU's own bytes fix are columns per direction (``*_req`` as a request, ``*_resp``
+    as a response); ``apply`` records the direction and what the matched request gives.
+    """
+
+    def __init__(self, pdus: Datagrams) -> None:
+        self.pdus = pdus
         n = len(pdus)
         head = pdus.heads(FAST_HEAD).astype(np.int64)
+        self.head = head
         length = pdus.length
-        mbap_length = head[:, 4] << 8 | head[:, 5]
-        code = head[:, 7]
+        self.mbap_length = head[:, 4] << 8 | head[:, 5]
+        code = self.code = head[:, 7]
         body = length - HEADER_SIZE
-        common = (
-            (length >= HEADER_SIZE + 1)
+        b0, b4 = head[:, 8], head[:, 12]
+        word0 = head[:, 8] << 8 | head[:, 9]
+        word1 = head[:, 10] << 8 | head[:, 11]
+        framed = (
+            (length >= HEADER_SIZE)
             & (head[:, 2] == 0)
             & (head[:, 3] == 0)
-            & (mbap_length + 6 == length)
-            & (mbap_length <= MAX_LENGTH)
-            & ((code == 3) | (code == 4))
+            & (self.mbap_length + 6 == length)
+            & (self.mbap_length >= MIN_LENGTH)
+            & (self.mbap_length <= MAX_LENGTH)
         )
-        address = head[:, 8] << 8 | head[:, 9]
-        quantity = head[:, 10] << 8 | head[:, 11]
-        request_ok = common & (body == 4) & (quantity >= 1) & (quantity <= READ_REGISTERS_LIMIT)
-        response_ok = common & (head[:, 8] == body - 1) & (head[:, 8] % 2 == 0)
-        handled: npt.NDArray[np.bool_] = request_ok | response_ok
-        tid = (head[:, 0] << 8 | head[:, 1]).tolist()
-        codes = code.tolist()
-        origs = pdus.is_orig.tolist()
-        requests, responses = request_ok.tolist(), response_ok.tolist()
-        addresses, quantities = address.tolist(), quantity.tolist()
-        registers = ((body - 1) >> 1).tolist()
-        is_request = np.zeros(n, dtype=np.bool_)
-        matched = np.zeros(n, dtype=np.bool_)
-        out_address = np.zeros(n, dtype=np.int64)
-        has_address = np.zeros(n, dtype=np.bool_)
-        out_quantity = np.zeros(n, dtype=np.int64)
+        fixed4 = framed & (body == 4)
+        read_bits = (code == 1) | (code == 2)
+        read_registers = (code == 3) | (code == 4)
+        coil = code == 5
+        register = code == 6
+        write_coils = code == 15
+        write_registers = code == 16
+        coil_value = (word1 == COIL_ON) | (word1 == COIL_OFF)
+        counted = framed & (body >= 1) & (b0 == body - 1)
+        multiple = framed & (body >= 5) & (b4 == body - 5)
+        in_range = word1 >= 1
+        # As a request: every field comes from the ADU itself.
+        request = (
+            (fixed4 & read_bits & in_range & (word1 <= READ_BITS_LIMIT))
+            | (fixed4 & read_registers & in_range & (word1 <= READ_REGISTERS_LIMIT))
+            | (fixed4 & coil & coil_value)
+            | (fixed4 & register)
+            | (multiple & write_coils & in_range & (word1 <= WRITE_COILS_LIMIT) & (b4 == (word1 + 7) >> 3))
+            | (multiple & write_registers & in_range & (word1 <= WRITE_REGISTERS_LIMIT) & (b4 == 2 * word1))
+        )
+        self.requests = request.tolist()
+        single = coil | register
+        self.address_req = word0
+        self.quantity_req = np.where(single, 1, word1)
+        self.coils_req = np.where(write_coils, word1, np.where(coil, 1, _NO_LIST))
+        self.coils_at_req = np.where(write_coils, HEADER_SIZE + 5, HEADER_SIZE + 2)
+        self.registers_req = np.where(write_registers, b4 >> 1, np.where(register, 1, _NO_LIST))
+        self.registers_at_req = np.where(write_registers, HEADER_SIZE + 5, HEADER_SIZE + 2)
+        # As a response: read responses and exceptions take fields from their request (in apply).
+        exception = framed & (code & 0x80 != 0) & (code != 0x80) & (body == 1)
+        static = fixed4 & ((coil & coil_value) | register | write_coils | write_registers)
+        kind = np.full(n, _NOT_FAST, dtype=np.int64)
+        kind[static] = _STATIC
+        kind[counted & read_bits] = _READ_BITS
+        kind[counted & read_registers & (b0 % 2 == 0)] = _READ_REGISTERS
+        kind[exception] = _EXCEPTION
+        self.kinds = kind.tolist()
+        self.handled: npt.NDArray[np.bool_] = request | (kind != _NOT_FAST)
+        self.tids = (head[:, 0] << 8 | head[:, 1]).tolist()
+        self.codes = (code & 0x7F).tolist()
+        self.origs = pdus.is_orig.tolist()
+        self.bytes_counted = b0.tolist()
+        self.addresses, self.quantities = self.address_req.tolist(), self.quantity_req.tolist()
+        # Python lists, so that apply() writes what the matched request gives cheaply (_NULL: null).
+        self.address_resp = np.where(static, word0, _NULL).tolist()
+        quantity = np.where(single, 1, np.where(read_registers, b0 >> 1, word1))
+        self.quantity_resp = np.where(static | (kind == _READ_REGISTERS), quantity, _NULL).tolist()
+        bits = np.where(kind == _READ_BITS, 8 * b0, _NO_LIST)
+        self.coils_resp = np.where(static & coil, 1, bits).tolist()
+        self.coils_at_resp = np.where(coil, HEADER_SIZE + 2, HEADER_SIZE + 1)
+        self.registers_resp = np.where(
+            static & register, 1, np.where(kind == _READ_REGISTERS, b0 >> 1, _NO_LIST)
+        )
+        self.registers_at_resp = np.where(register, HEADER_SIZE + 2, HEADER_SIZE + 1)
+        self.exception = exception
+        self.is_request = [False] * n
+        self.matched = [False] * n
 
-        def apply(dissector: ModbusDissector, i: int) -> bool:
-            if origs[i] == dissector._client_is_orig:
-                if not requests[i]:
-                    return False
-                fields = _Fields(address=addresses[i], quantity=quantities[i])
-                dissector._pending.append(_Request(tid[i], codes[i], fields))
-                is_request[i] = has_address[i] = True
-                out_address[i], out_quantity[i] = addresses[i], quantities[i]
-                return True
-            if not responses[i]:
+    def apply(self, dissector: ModbusDissector, i: int) -> bool:
+        if self.origs[i] == dissector._client_is_orig:
+            if not self.requests[i]:
                 return False
-            count = registers[i]
-            index = dissector._find(tid[i], codes[i])
-            if index is not None:
-                request = dissector._pending[index].fields
-                if request.quantity is not None and request.quantity != count:
-                    return False  # modbus_quantity_mismatch: parse() reports it
-                del dissector._pending[index]
-                matched[i] = True
-                if request.address is not None:
-                    has_address[i], out_address[i] = True, request.address
-            out_quantity[i] = count
+            fields = _Fields(address=self.addresses[i], quantity=self.quantities[i])
+            dissector._pending.append(_Request(self.tids[i], self.codes[i], fields))
+            self.is_request[i] = True
             return True
+        kind = self.kinds[i]
+        if kind == _NOT_FAST:
+            return False
+        index = dissector._find(self.tids[i], self.codes[i])
+        if index is None:
+            return True
+        request = dissector._pending[index].fields
+        if kind != _STATIC:
+            quantity = request.quantity
+            if kind == _READ_BITS:
+                if quantity is not None:
+                    if self.bytes_counted[i] != (quantity + 7) >> 3:
+                        return False  # modbus_quantity_mismatch: parse() reports it
+                    self.coils_resp[i] = self.quantity_resp[i] = quantity
+                    if request.address is not None:
+                        self.address_resp[i] = request.address
+            else:
+                if kind == _READ_REGISTERS:
+                    if quantity is not None and quantity != self.bytes_counted[i] >> 1:
+                        return False  # modbus_quantity_mismatch: parse() reports it
+                elif quantity is not None:  # an exception: the request's quantity
+                    self.quantity_resp[i] = quantity
+                if request.address is not None:
+                    self.address_resp[i] = request.address
+        del dissector._pending[index]
+        self.matched[i] = True
+        return True
 
-        def build(rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
-            m = rows.shape[0]
-            request = is_request[rows]
-            kinds = np.where(request, "REQ", "RESP")
-            names = np.where(code[rows] == 3, FUNCTION_NAMES[3], FUNCTION_NAMES[4])
-            counts = np.where(request, 0, (body[rows] - 1) >> 1)
-            offsets = np.zeros(m + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            total = int(offsets[-1])
-            values = np.zeros(0, dtype=np.int64)
-            if total:
-                first = pdus.start[rows] + HEADER_SIZE + 1
-                index = np.arange(2 * total, dtype=np.int64) + np.repeat(first - 2 * offsets[:-1], 2 * counts)
-                values = pdus.buffer[index].view(">u2").astype(np.int64)
-            register_lists = pa.ListArray.from_arrays(
-                pa.array(offsets.astype(np.int32)), pa.array(values), mask=pa.array(request)
-            )
-            columns: dict[str, npt.NDArray[Any] | pa.Array] = {
-                "tid": (head[rows, 0] << 8 | head[rows, 1]),
-                "unit": head[rows, 6],
-                "function_code": code[rows],
-                "func": pa.array(names, pa.string()),
-                "pdu_type": pa.array(kinds, pa.string()),
-                "len": mbap_length[rows],
-                "matched": matched[rows],
-                "address": pa.array(out_address[rows], pa.int64(), mask=~has_address[rows]),
-                "quantity": out_quantity[rows],
-                "registers": register_lists,
-            }
-            for name in NULL_FAST_FIELDS:
-                columns[name] = pa.nulls(m, NULL_FAST_FIELDS[name])
-            return (EventColumns(ModbusEvent, rows, columns),)
+    def build(self, rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+        m = rows.shape[0]
+        head, code = self.head, self.code[rows]
+        request = np.array(self.is_request, dtype=np.bool_)[rows]
+        exception = self.exception[rows] & ~request
+        address_resp = np.array(self.address_resp, dtype=np.int64)[rows]
+        quantity_resp = np.array(self.quantity_resp, dtype=np.int64)[rows]
+        start = self.pdus.start[rows]
+        coils_resp = np.array(self.coils_resp, dtype=np.int64)[rows]
+        coils = np.where(request, self.coils_req[rows], coils_resp)
+        coils_at = start + np.where(request, self.coils_at_req[rows], self.coils_at_resp[rows])
+        registers = np.where(request, self.registers_req[rows], self.registers_resp[rows])
+        registers_at = start + np.where(request, self.registers_at_req[rows], self.registers_at_resp[rows])
+        columns: dict[str, npt.NDArray[Any] | pa.Array] = {
+            "tid": head[rows, 0] << 8 | head[rows, 1],
+            "unit": head[rows, 6],
+            "function_code": code,
+            "func": pa.array(_FUNC_NAMES[code], pa.string()),
+            "pdu_type": pa.array(np.where(request, "REQ", "RESP"), pa.string()),
+            "len": self.mbap_length[rows],
+            "exception_code": pa.array(head[rows, 8], pa.int64(), mask=~exception),
+            "exception": pa.array(_EXCEPTION_NAMES[head[rows, 8]], pa.string(), mask=~exception),
+            "matched": np.array(self.matched, dtype=np.bool_)[rows],
+            "address": _nullable(np.where(request, self.address_req[rows], address_resp)),
+            "quantity": _nullable(np.where(request, self.quantity_req[rows], quantity_resp)),
+            "coils": _bit_lists(self.pdus.buffer, coils_at, coils),
+            "registers": _register_lists(self.pdus.buffer, registers_at, registers),
+        }
+        for name in NULL_FAST_FIELDS:
+            columns[name] = pa.nulls(m, NULL_FAST_FIELDS[name])
+        return (EventColumns(ModbusEvent, rows, columns),)
 
-        return BatchResult(handled, apply=apply, build=build)
+
+def _nullable(values: npt.NDArray[np.int64]) -> pa.Array:
+    """An int64 column, null where ``values`` is ``_NULL``."""
+    return pa.array(values, pa.int64(), mask=values == _NULL)
+
+
+def _list_offsets(counts: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Offsets of lists of ``counts`` items (``_NO_LIST`` counts as 0) and the clipped counts."""
+    counts = np.maximum(counts, 0)
+    offsets = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets, counts
+
+
+def _ranges(
+    first: npt.NDArray[np.int64], counts: npt.NDArray[np.int64], offsets: npt.NDArray[np.int64]
+) -> Any:
+    """``first[i] + k`` for ``k`` in ``range(counts[i])``, concatenated."""
+    total = int(offsets[-1])
+    return np.arange(total, dtype=np.int64) + np.repeat(first - offsets[:-1], counts)
+
+
+def _register_lists(
+    buffer: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]
+) -> pa.Array:
+    """A list<int64> column: ``counts[i]`` big-endian 16-bit registers at ``buffer[at[i]:]`` (null
+    where ``counts[i]`` is ``_NO_LIST``)."""
+    offsets, clipped = _list_offsets(counts)
+    values = np.zeros(0, dtype=np.int64)
+    if offsets[-1]:
+        index = _ranges(at, 2 * clipped, 2 * offsets)
+        values = buffer[index].view(">u2").astype(np.int64)
+    return pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(values, pa.int64()), mask=pa.array(counts < 0)
+    )
+
+
+def _bit_lists(
+    buffer: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]
+) -> pa.Array:
+    """A list<int64> column: the first ``counts[i]`` bits (LSB first, the coil layout) of the bytes at
+    ``buffer[at[i]:]`` (null where ``counts[i]`` is ``_NO_LIST``)."""
+    offsets, clipped = _list_offsets(counts)
+    values = np.zeros(0, dtype=np.int64)
+    if offsets[-1]:
+        sizes = (clipped + 7) >> 3
+        byte_offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+        np.cumsum(sizes, out=byte_offsets[1:])
+        octets = buffer[_ranges(at, sizes, byte_offsets)]
+        bits = np.unpackbits(octets, bitorder="little")
+        values = bits[_ranges(8 * byte_offsets[:-1], clipped, offsets)].astype(np.int64)
+    return pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(values, pa.int64()), mask=pa.array(counts < 0)
+    )
 
 
 # ---------------------------------------------------------------------- recognition helpers

@@ -36,8 +36,11 @@ Malformed input is reported with ``s7comm_*`` weirds, never with an exception.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -51,6 +54,8 @@ from fieldward.protocols.base import (
     Event,
     EventColumns,
     FlowInfo,
+    HeaderField,
+    LengthFraming,
     PduContext,
     Transport,
     Verdict,
@@ -862,6 +867,45 @@ _ITEM_SIZE = 12
 _BIT_SIZES = np.array(sorted(BIT_LENGTH_DATA_SIZES), dtype=np.int64)
 
 
+def _byte_lookup(names: dict[int, str], default: str | None = None) -> pa.Array:
+    """The text of every byte value 0-255 (``default`` for the values ``names`` lacks), as an Arrow
+    array: ``take`` turns a column of codes into their texts without a Python call per row."""
+    return pa.array([names.get(value, default) for value in range(256)], pa.string())
+
+
+_HEX8_ARRAY = pa.array(_HEX8, pa.string())
+_TRANSPORT_SIZE_NAMES = _byte_lookup(ITEM_TRANSPORT_SIZES)
+_AREA_NAMES = _byte_lookup(AREAS)
+_RETURN_CODE_NAMES = _byte_lookup(RETURN_CODES, "Unknown")
+_ERROR_CLASS_NAMES = pa.array([_error_class_name(value) for value in range(256)], pa.string())
+_NUMBERED_AREAS = np.array(sorted(NUMBERED_AREAS), dtype=np.int64)
+
+
+def _texts(lookup: pa.Array, values: pa.Array, fallback: Callable[[int], str | None]) -> pa.Array:
+    """``lookup`` taken at ``values`` (int64, nulls stay null); a value outside 0-255 (none in a
+    well-formed PDU, whose codes are single bytes) gets ``fallback(value)`` as the per-PDU path does."""
+    valid = values.fill_null(0).to_numpy()
+    if valid.shape[0] == 0 or (int(valid.min()) >= 0 and int(valid.max()) < 256):
+        return lookup.take(values)
+    texts = [None if v is None else fallback(v) for v in values.to_pylist()]
+    return pa.array(texts, pa.string())
+
+
+def _hex8_array(values: pa.Array) -> pa.Array:
+    """:func:`_hex8` of each value of an int64 array (nulls stay null)."""
+    return _texts(_HEX8_ARRAY, values, _hex8)
+
+
+class _NoItem:
+    """Stands for a result whose job item is unknown (an answer without its job): every field null."""
+
+    syntax_id = transport_size = length = db_number = area = address = None
+
+
+_NO_ITEM = _NoItem()
+_ITEM_FIELDS = operator.attrgetter("syntax_id", "transport_size", "length", "db_number", "area", "address")
+
+
 def _variable_columns(
     rows: npt.NDArray[np.intp],
     counts: npt.NDArray[np.int64],
@@ -875,32 +919,31 @@ def _variable_columns(
 ) -> EventColumns:
     """The S7commVariable rows of fast-path Read Variable PDUs: one per item, in PDU order. Item
     addresses come from the job items (``matched``: a job's own items, or those an answer matched);
-    results from the ACK-Data item columns."""
+    results from the ACK-Data item columns. Codes become texts through byte lookup tables."""
     total = int(counts.sum())
     item_number = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    syntax: list[int | None] = []
-    transport: list[int | None] = []
-    lengths: list[int | None] = []
-    dbs: list[int | None] = []
-    areas: list[int | None] = []
-    addresses: list[int | None] = []
-    for row, count in zip(rows.tolist(), counts.tolist(), strict=True):
-        items = matched[row]
-        for item in items[:count]:
-            syntax.append(item.syntax_id)
-            transport.append(item.transport_size)
-            lengths.append(item.length)
-            dbs.append(item.db_number)
-            areas.append(item.area)
-            addresses.append(item.address)
-        missing = count - len(items)
-        if missing > 0:
-            for column in (syntax, transport, lengths, dbs, areas, addresses):
-                column.extend([None] * missing)
-    located = [
-        address if address is not None and area is not None and area not in NUMBERED_AREAS else None
-        for address, area in zip(addresses, areas, strict=True)
-    ]
+    item_lists = list(map(matched.__getitem__, rows.tolist()))
+    flat: list[_Item | _NoItem]
+    if np.array_equal(np.fromiter(map(len, item_lists), np.int64, len(item_lists)), counts):
+        flat = list(chain.from_iterable(item_lists))  # every PDU has its items: the usual case
+    else:
+        flat = []
+        for items, count in zip(item_lists, counts.tolist(), strict=True):
+            if len(items) >= count:
+                flat.extend(items[:count])
+            else:
+                flat.extend(items)
+                flat.extend([_NO_ITEM] * (count - len(items)))
+    if total:
+        syntax, transport, lengths, dbs, areas, addresses = (
+            pa.array(column, pa.int64()) for column in zip(*map(_ITEM_FIELDS, flat), strict=True)
+        )
+    else:
+        syntax = transport = lengths = dbs = areas = addresses = pa.array([], pa.int64())
+    area_values = areas.fill_null(-1).to_numpy()
+    located = ~np.isin(area_values, _NUMBERED_AREAS) & (area_values >= 0)
+    address_values = addresses.fill_null(0).to_numpy()
+    no_location = ~(located & addresses.is_valid().to_numpy(zero_copy_only=False))
     results = np.repeat(is_ack, counts)
     slot = np.repeat(ack_slot, counts)[results]
     k = item_number[results]
@@ -913,31 +956,29 @@ def _variable_columns(
             sizes[slot, k],
             value_bytes[slot, k],
         )
-    code_list, size_list = code.tolist(), size.tolist()
     no_result = ~results
+    result_codes = pa.array(code, pa.int64(), mask=no_result)
     rosctr = np.where(results, ROSCTR_NAMES[ROSCTR_ACK_DATA], ROSCTR_NAMES[ROSCTR_JOB])
     columns: dict[str, npt.NDArray[Any] | pa.Array] = {
         "rosctr": pa.array(rosctr, pa.string()),
         "pdu_reference": np.repeat(references, counts),
         "function_name": pa.array([FUNCTIONS[FN_READ_VAR]] * total, pa.string()),
         "item_number": item_number + 1,
-        "syntax_id": pa.array([None if s is None else _hex8(s) for s in syntax], pa.string()),
-        "transport_size": pa.array([None if t is None else _hex8(t) for t in transport], pa.string()),
-        "transport_size_name": pa.array(
-            [None if t is None else ITEM_TRANSPORT_SIZES.get(t) for t in transport], pa.string()
+        "syntax_id": _hex8_array(syntax),
+        "transport_size": _hex8_array(transport),
+        "transport_size_name": _texts(_TRANSPORT_SIZE_NAMES, transport, ITEM_TRANSPORT_SIZES.get),
+        "length": lengths,
+        "db_number": dbs,
+        "area": _hex8_array(areas),
+        "area_name": _texts(_AREA_NAMES, areas, AREAS.get),
+        "address": addresses,
+        "byte_address": pa.array(address_values >> 3, pa.int64(), mask=no_location),
+        "bit_address": pa.array(address_values & 7, pa.int64(), mask=no_location),
+        "return_code": _hex8_array(result_codes),
+        "return_code_name": _texts(
+            _RETURN_CODE_NAMES, result_codes, lambda c: RETURN_CODES.get(c, "Unknown")
         ),
-        "length": pa.array(lengths, pa.int64()),
-        "db_number": pa.array(dbs, pa.int64()),
-        "area": pa.array([None if a is None else _hex8(a) for a in areas], pa.string()),
-        "area_name": pa.array([None if a is None else AREAS.get(a) for a in areas], pa.string()),
-        "address": pa.array(addresses, pa.int64()),
-        "byte_address": pa.array([None if a is None else a >> 3 for a in located], pa.int64()),
-        "bit_address": pa.array([None if a is None else a & 7 for a in located], pa.int64()),
-        "return_code": pa.array([_hex8(c) for c in code_list], pa.string(), mask=no_result),
-        "return_code_name": pa.array(
-            [RETURN_CODES.get(c, "Unknown") for c in code_list], pa.string(), mask=no_result
-        ),
-        "data_transport_size": pa.array([_hex8(s) for s in size_list], pa.string(), mask=no_result),
+        "data_transport_size": _hex8_array(pa.array(size, pa.int64(), mask=no_result)),
         "data_length": pa.array(data_length, pa.int64(), mask=no_result),
     }
     return EventColumns(S7commVariable, np.repeat(rows, counts), columns)
@@ -981,6 +1022,12 @@ class S7commDissector(Dissector):
         if transport != Transport.TCP:
             return Verdict.NO
         return recognise_stream(data)
+
+    framing = LengthFraming(  # frame(), declared for the columnar TCP path: the TPKT length (RFC 1006)
+        HeaderField(2),
+        min_size=7,
+        require=((HeaderField(0, 1), frozenset({TPKT_VERSION})), (HeaderField(1, 1), frozenset({0}))),
+    )
 
     def frame(self, data: bytes, is_orig: bool) -> int:
         return tpkt_length(data)
@@ -1155,10 +1202,8 @@ class S7commDissector(Dissector):
                 "pdu_reference": references_m,
                 "function_code": pa.array([_hex8(FN_READ_VAR)] * m, pa.string()),
                 "function_name": pa.array([FUNCTIONS[FN_READ_VAR]] * m, pa.string()),
-                "error_class": pa.array(
-                    [_error_class_name(c) for c in error_class.tolist()], pa.string(), mask=~is_ack
-                ),
-                "error_code": pa.array([_HEX8[c] for c in error_code.tolist()], pa.string(), mask=~is_ack),
+                "error_class": _ERROR_CLASS_NAMES.take(pa.array(error_class, pa.int64(), mask=~is_ack)),
+                "error_code": _HEX8_ARRAY.take(pa.array(error_code, pa.int64(), mask=~is_ack)),
             }
             for name in ("subfunction_code", "subfunction_name", "pi_service"):
                 s7[name] = pa.nulls(m, pa.string())
