@@ -43,7 +43,22 @@ import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+import numba
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from fieldward.protocols.base import (
+    BatchResult,
+    Datagrams,
+    Dissector,
+    Event,
+    EventColumns,
+    FlowInfo,
+    PduContext,
+    Transport,
+    Verdict,
+)
 
 START = b"\x05\x64"
 HEADER_LEN = 10
@@ -933,6 +948,21 @@ class Dnp3Dissector(Dissector):
         size = frame_size(data[2])
         return size if len(data) >= size else 0
 
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult | None:
+        """The frames whose output their own bytes fix, vectorized (see ``_scan_py``): link-only
+        frames, and one-segment application fragments that are requests without object data or
+        responses whose objects are packed bits or fixed-layout flags and integer values, every CRC
+        good. ``apply`` leaves a flow's PDUs to :meth:`parse` while a fragment is being reassembled on
+        it, and keeps Zeek's pairing of a response with the last request. Everything else (multi-frame
+        fragments, controls, files, times, floats, anything that would be a weird) goes to
+        :meth:`parse`, and so does a whole batch holding an (EN|DIS)ABLE_UNSOLICITED request (see
+        ``_UNSOLICITED_CONTROL``)."""
+        fast = _FastDnp3(pdus)
+        if np.isin(fast.pdu[:, 3], _UNSOLICITED_CONTROL).any():
+            return None
+        return BatchResult(fast.handled, apply=fast.apply, build=fast.build)
+
     def parse(self, pdu: bytes, ctx: PduContext) -> None:
         """One link frame (TCP) or every link frame of a datagram (UDP)."""
         offset, end = 0, len(pdu)
@@ -1121,3 +1151,459 @@ class Dnp3Dissector(Dissector):
             )
         )
         self._pending_request = None
+
+
+# ---------------------------------------------------------------------------- columnar fast path
+#
+# ``Dnp3Dissector.parse_pdu_batch`` dissects, over a batch of TCP PDUs (one link frame each, as cut by
+# ``frame``), the frames whose whole output is fixed by their own bytes: link-only frames, and frames
+# carrying a complete application fragment in one transport segment (FIR and FIN) that is a request
+# without object data (READ, freezes, class assignment, (en|dis)able unsolicited, CONFIRM, restarts,
+# ...) or a response whose objects are packed bits or fixed-layout flags / integer values. A compiled
+# loop checks every CRC, removes the block CRCs and walks the object headers, in two passes (count,
+# then fill). Anything else, and anything that would be a weird, is left to ``parse``.
+
+_UNSOLICITED_CONTROL = (0x14, 0x15)
+"""ENABLE_UNSOLICITED and DISABLE_UNSOLICITED: a batch holding one is dissected PDU by PDU. Their
+``dnp3_objects`` rows (the classes switched) and the ``dnp3_application`` rows of later unsolicited
+responses are read together by the protocol detector, which needs them in wire order across the two
+logs; the fast path's tables keep the order within each log only."""
+_FAST_DECLINED, _FAST_LINK_ONLY, _FAST_REQUEST, _FAST_RESPONSE = 0, 1, 2, 3
+"""Status of a PDU after the scan (what the fast path does with it)."""
+_NULL = -1
+"""Null in the integer columns of the scan (every real value there is non-negative)."""
+_LAYOUT_FLAGS_STATE1, _LAYOUT_FLAGS_STATE2, _LAYOUT_VALUE, _LAYOUT_FLAGS_VALUE = 1, 2, 3, 4
+_VALUE_CODES: dict[str, tuple[int, bool]] = {"B": (1, False), "h": (2, True), "H": (2, False)}
+_VALUE_CODES.update({"i": (4, True), "I": (4, False)})
+"""Struct codes of the value fields the scan decodes: (size, signed)."""
+
+
+def _fast_tables() -> tuple[npt.NDArray[np.int64], ...]:
+    """The object library as arrays indexed by ``group * 256 + variation`` (and the qualifier and
+    function code tables), for the compiled scan."""
+    kind = np.zeros(65536, dtype=np.int64)
+    size = np.zeros(65536, dtype=np.int64)
+    signed = np.zeros(65536, dtype=np.int64)
+    for (group, variation), layout in LAYOUTS.items():
+        key = group * 256 + variation
+        codes = layout.packer.format.lstrip("<")
+        if layout.roles == ("flags",) and layout.state_bits:
+            kind[key] = _LAYOUT_FLAGS_STATE1 if layout.state_bits == 1 else _LAYOUT_FLAGS_STATE2
+        elif layout.roles == ("value",) and codes in _VALUE_CODES:
+            kind[key] = _LAYOUT_VALUE
+            size[key], signed[key] = _VALUE_CODES[codes]
+        elif layout.roles == ("flags", "value") and not layout.state_bits and codes[1:] in _VALUE_CODES:
+            kind[key] = _LAYOUT_FLAGS_VALUE
+            size[key], signed[key] = _VALUE_CODES[codes[1:]]
+    packed = np.zeros(65536, dtype=np.int64)
+    for (group, variation), bits in PACKED_BITS.items():
+        packed[group * 256 + variation] = bits
+    ranges = np.full(16, _NULL, dtype=np.int64)
+    for code, range_size in _RANGE_SIZES.items():
+        ranges[code] = range_size
+    prefixes = np.full(8, _NULL, dtype=np.int64)
+    for code, prefix_size in _PREFIX_SIZES.items():
+        prefixes[code] = prefix_size
+    requests = np.zeros(256, dtype=np.int64)  # 1: no object data, 2: no objects at all
+    requests[list(NO_DATA_REQUESTS)] = 1
+    requests[list(NO_OBJECT_REQUESTS)] = 2
+    crc = np.array(_CRC_TABLE, dtype=np.int64)
+    return crc, kind, size, signed, packed, ranges, prefixes, requests
+
+
+_FAST_TABLES = _fast_tables()
+
+
+def _le_py(data: npt.NDArray[np.uint8], pos: int, size: int) -> int:
+    value = 0
+    for k in range(size):
+        value |= int(data[pos + k]) << (8 * k)
+    return value
+
+
+_le = numba.njit(cache=True, nogil=True)(_le_py)
+
+
+def _crc_matches_py(buffer: npt.NDArray[np.uint8], pos: int, size: int, table: npt.NDArray[np.int64]) -> bool:
+    """Is the DNP3 CRC of ``buffer[pos : pos + size]`` the two octets after it?"""
+    crc = 0
+    for k in range(size):
+        crc = table[(crc ^ buffer[pos + k]) & 0xFF] ^ (crc >> 8)
+    return (~crc & 0xFFFF) == (int(buffer[pos + size]) | (int(buffer[pos + size + 1]) << 8))
+
+
+_crc_matches = numba.njit(cache=True, nogil=True)(_crc_matches_py)
+
+
+def _scan_py(
+    buffer: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+    tables: tuple[npt.NDArray[np.int64], ...],
+    fill: bool,
+    pdu: npt.NDArray[np.int64],
+    headers: npt.NDArray[np.int64],
+    points: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+) -> None:
+    """Scan every PDU (``fill`` False) or write the object headers and points of the PDUs a first scan
+    accepted (``fill`` True) at the offsets that scan's counts give.
+
+    ``pdu`` (n, 9): status, transport octet, application control, function code, IIN, headers, points,
+    first header row, first point row. ``headers`` (h, 6): group, variation, qualifier, count, low,
+    high. ``points`` (p, 4): group, variation, index, flags; ``values`` (p,): the point values.
+    """
+    crc, kind, size, signed, packed, ranges, prefixes, requests = tables
+    user = np.empty(256, dtype=np.uint8)
+    for i in range(start.shape[0]):
+        if fill and pdu[i, 0] < _FAST_REQUEST:
+            continue
+        s, n = start[i], length[i]
+        if n < HEADER_LEN or buffer[s] != 0x05 or buffer[s + 1] != 0x64 or buffer[s + 2] < MIN_LINK_LENGTH:
+            continue
+        user_len = int(buffer[s + 2]) - MIN_LINK_LENGTH
+        if n != HEADER_LEN + user_len + 2 * ((user_len + BLOCK - 1) // BLOCK):
+            continue
+        if not fill and not _crc_matches(buffer, s, 8, crc):
+            continue
+        pos, done, intact = s + HEADER_LEN, 0, True
+        while done < user_len:
+            block = min(BLOCK, user_len - done)
+            if not fill and not _crc_matches(buffer, pos, block, crc):
+                intact = False
+                break
+            user[done : done + block] = buffer[pos : pos + block]
+            done += block
+            pos += block + 2
+        if not intact:
+            continue
+        if user_len == 0:
+            pdu[i, 0] = _FAST_LINK_ONLY
+            continue
+        pdu[i, 1] = user[0]
+        if user[0] & 0x40 and user_len >= 3:
+            pdu[i, 3] = user[2]  # the function code of every first segment (see _UNSOLICITED_CONTROL)
+        if user[0] & 0xC0 != 0xC0 or user_len < 3:
+            continue  # a multi-segment fragment, or too short for an application header
+        fc = int(user[2])
+        response = fc == 0x81 or fc == 0x82 or fc == 0x83
+        off = 3
+        iin = _NULL
+        if response:
+            if user_len < 5:
+                continue
+            iin = (int(user[3]) << 8) | int(user[4])
+            off = 5
+        elif requests[fc] == 0 or (requests[fc] == 2 and off < user_len):
+            continue  # objects with data, an unknown function or objects where none belong
+        header_row, point_row = pdu[i, 7], pdu[i, 8]
+        header_count, point_count, ok = 0, 0, True
+        while off < user_len:
+            if user_len - off < 3:
+                ok = False
+                break
+            group, variation, qualifier = int(user[off]), int(user[off + 1]), int(user[off + 2])
+            prefix_code, range_code = (qualifier >> 4) & 0x07, qualifier & 0x0F
+            range_size = ranges[range_code]
+            if range_size < 0 or prefix_code == 7 or qualifier & 0x80:
+                ok = False
+                break
+            off += 3
+            if user_len - off < range_size:
+                ok = False
+                break
+            low, high, count = _NULL, _NULL, _NULL
+            if range_code <= 5:
+                half = range_size // 2
+                low, high = _le(user, off, half), _le(user, off + half, half)
+                count = high - low + 1
+            elif range_code != 6:
+                count = _le(user, off, range_size)
+            off += range_size
+            if fill:
+                row = header_row + header_count
+                headers[row, 0], headers[row, 1], headers[row, 2] = group, variation, qualifier
+                headers[row, 3], headers[row, 4], headers[row, 5] = count, low, high
+            header_count += 1
+            if range_code <= 5 and count <= 0:
+                ok = False
+                break
+            if count <= 0:
+                continue
+            if group == 60 or not response:
+                if 1 <= prefix_code <= 3:  # an index list without object data
+                    needed = count * prefixes[prefix_code]
+                    if user_len - off < needed:
+                        ok = False
+                        break
+                    off += needed
+                continue
+            key = group * 256 + variation
+            bits = packed[key]
+            if bits:
+                needed = (count * bits + 7) // 8
+                if prefix_code != 0 or user_len - off < needed:
+                    ok = False
+                    break
+                if fill:
+                    base = low if low >= 0 else 0
+                    for j in range(count):
+                        bit = j * bits
+                        row = point_row + point_count + j
+                        points[row, 0], points[row, 1] = group, variation
+                        points[row, 2], points[row, 3] = base + j, _NULL
+                        values[row] = (int(user[off + bit // 8]) >> (bit % 8)) & ((1 << bits) - 1)
+                point_count += count
+                off += needed
+                continue
+            layout = kind[key]
+            if layout == 0 or prefix_code > 3:
+                ok = False
+                break
+            prefix_size = prefixes[prefix_code]
+            value_size = size[key]
+            has_flags = 0 if layout == _LAYOUT_VALUE else 1
+            needed = count * (prefix_size + has_flags + value_size)
+            if user_len - off < needed:
+                ok = False
+                break
+            if not fill:
+                point_count += count
+                off += needed
+                continue
+            for j in range(count):
+                row = point_row + point_count + j
+                index = _le(user, off, prefix_size) if prefix_size else (low + j if low >= 0 else _NULL)
+                off += prefix_size
+                flags = int(user[off]) if has_flags else _NULL
+                off += has_flags
+                if layout == _LAYOUT_FLAGS_STATE1:
+                    value = (flags >> 7) & 1
+                elif layout == _LAYOUT_FLAGS_STATE2:
+                    value = (flags >> 6) & 3
+                else:
+                    value = _le(user, off, value_size)
+                    if signed[key] and value >= 1 << (8 * value_size - 1):
+                        value -= 1 << (8 * value_size)
+                off += value_size
+                points[row, 0], points[row, 1], points[row, 2], points[row, 3] = (
+                    group,
+                    variation,
+                    index,
+                    flags,
+                )
+                values[row] = value
+            point_count += count
+        if not ok:
+            continue
+        if not fill:
+            pdu[i, 0] = _FAST_RESPONSE if response else _FAST_REQUEST
+            pdu[i, 2], pdu[i, 4] = user[1], iin
+            pdu[i, 5], pdu[i, 6] = header_count, point_count
+
+
+_scan = numba.njit(cache=True, nogil=True)(_scan_py)
+
+
+_LINK_FUNCTIONS = np.array(
+    [_name(SECONDARY_LINK_FUNCTIONS, code) for code in range(16)]
+    + [_name(PRIMARY_LINK_FUNCTIONS, code) for code in range(16)]
+)
+"""Link function names by ``PRM * 16 + function code``."""
+_FUNCTION_NAMES = np.array([function_name(code) for code in range(256)])
+_IIN_NAMES = np.array([name for _bit, name in IIN_FLAGS])
+_IIN_BITS = np.array([bit for bit, _name in IIN_FLAGS], dtype=np.int64)
+
+
+def _nullable(values: npt.NDArray[np.int64], null: npt.NDArray[np.bool_] | None = None) -> pa.Array:
+    """An int64 column, null where ``values`` is ``_NULL`` (or where ``null`` is set)."""
+    return pa.array(values, pa.int64(), mask=values == _NULL if null is None else null)
+
+
+def _flag(values: npt.NDArray[np.int64], bit: int, null: npt.NDArray[np.bool_]) -> pa.Array:
+    return pa.array((values & bit) != 0, pa.bool_(), mask=null)
+
+
+def _iin_lists(iin: npt.NDArray[np.int64]) -> pa.Array:
+    """``iin_flags`` of each IIN value (``_NULL``: no IIN, an empty list), in ``IIN_FLAGS`` order."""
+    bits = ((iin[:, None] & _IIN_BITS[None, :]) != 0) & (iin[:, None] != _NULL)
+    offsets = np.zeros(iin.shape[0] + 1, dtype=np.int32)
+    np.cumsum(bits.sum(axis=1), out=offsets[1:])
+    names = _IIN_NAMES[np.nonzero(bits)[1]]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, pa.string()))
+
+
+def _spans(first: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``first[i] + k`` for ``k`` in ``range(counts[i])``, concatenated."""
+    ends = np.cumsum(counts)
+    spans: npt.NDArray[np.int64] = np.arange(int(ends[-1]) if ends.shape[0] else 0, dtype=np.int64)
+    out: npt.NDArray[np.int64] = spans + np.repeat(first - (ends - counts), counts)
+    return out
+
+
+class _FastDnp3:
+    """One batch of PDUs for :meth:`Dnp3Dissector.parse_pdu_batch`: the scan's columns, the per-flow
+    state (``apply``: transport reassembly must be idle, Zeek's request/response pairing) and the event
+    columns (``build``)."""
+
+    def __init__(self, pdus: Datagrams) -> None:
+        self.pdus = pdus
+        n = len(pdus)
+        buffer, start, length = pdus.buffer, pdus.start.astype(np.int64), pdus.length.astype(np.int64)
+        pdu = np.zeros((n, 9), dtype=np.int64)
+        headers = np.zeros((0, 6), dtype=np.int64)
+        points = np.zeros((0, 4), dtype=np.int64)
+        values = np.zeros(0, dtype=np.float64)
+        _scan(buffer, start, length, _FAST_TABLES, False, pdu, headers, points, values)
+        status = pdu[:, 0]
+        accepted = status >= _FAST_REQUEST
+        pdu[~accepted, 5:7] = 0
+        np.cumsum(pdu[:, 5], out=pdu[:, 7])
+        np.cumsum(pdu[:, 6], out=pdu[:, 8])
+        pdu[:, 7] -= pdu[:, 5]
+        pdu[:, 8] -= pdu[:, 6]
+        if accepted.any():
+            headers = np.zeros((int(pdu[:, 5].sum()), 6), dtype=np.int64)
+            points = np.zeros((int(pdu[:, 6].sum()), 4), dtype=np.int64)
+            values = np.zeros(points.shape[0], dtype=np.float64)
+            _scan(buffer, start, length, _FAST_TABLES, True, pdu, headers, points, values)
+        self.pdu, self.headers, self.points, self.values = pdu, headers, points, values
+        self.handled: npt.NDArray[np.bool_] = status != _FAST_DECLINED
+        self.status = status.tolist()
+        self.names = _FUNCTION_NAMES[pdu[:, 3]]
+        self.ts = pdus.ts.tolist()
+        self.origs = pdus.is_orig.tolist()
+        self.fc_request: list[str | None] = [None] * n
+        self.head = pdus.heads(HEADER_LEN).astype(np.int64)
+
+    def apply(self, dissector: Dnp3Dissector, i: int) -> bool:
+        status = self.status[i]
+        if status == _FAST_LINK_ONLY:
+            return True
+        if dissector._streams:
+            return False  # a fragment is being reassembled on this flow: parse() handles the rest
+        if status == _FAST_REQUEST:
+            flow = dissector.flow
+            dissector._pending_request = str(self.names[i])
+            dissector._pending_where = {
+                "ts": self.ts[i],
+                "flow_id": flow.flow_id,
+                "orig_h": flow.orig_h,
+                "orig_p": flow.orig_p,
+                "resp_h": flow.resp_h,
+                "resp_p": flow.resp_p,
+                "is_orig": self.origs[i],
+            }
+        else:
+            self.fc_request[i] = dissector._pending_request
+            dissector._pending_request = None
+        return True
+
+    def build(self, rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+        pdu = self.pdu
+        head = self.head[rows]
+        ctrl = head[:, 3]
+        prm = (ctrl & 0x40) != 0
+        user_len = head[:, 2] - MIN_LINK_LENGTH
+        no_user = user_len == 0
+        transport = pdu[rows, 1]
+        link: dict[str, npt.NDArray[Any] | pa.Array] = {
+            "len": head[:, 2],
+            "ctrl": ctrl,
+            "dir": (ctrl & 0x80) != 0,
+            "prm": prm,
+            "fcb": _flag(ctrl, 0x20, ~prm),
+            "fcv": _flag(ctrl, 0x10, ~prm),
+            "dfc": _flag(ctrl, 0x10, prm),
+            "link_fc": ctrl & 0x0F,
+            "link_function": pa.array(_LINK_FUNCTIONS[prm * 16 + (ctrl & 0x0F)], pa.string()),
+            "dest_addr": head[:, 4] | head[:, 5] << 8,
+            "src_addr": head[:, 6] | head[:, 7] << 8,
+            "user_data_len": user_len,
+            "tp_fir": _flag(transport, 0x40, no_user),
+            "tp_fin": _flag(transport, 0x80, no_user),
+            "tp_seq": _nullable(transport & 0x3F, no_user),
+        }
+        events = [EventColumns(Dnp3Link, rows, link)]
+        fragment = pdu[rows, 0] >= _FAST_REQUEST
+        app_rows = rows[fragment]
+        if app_rows.shape[0]:
+            events.extend(self._application(app_rows, head[fragment]))
+        return tuple(events)
+
+    def _application(self, rows: npt.NDArray[np.intp], head: npt.NDArray[np.int64]) -> list[EventColumns]:
+        pdu = self.pdu
+        ac, fc, iin = pdu[rows, 2], pdu[rows, 3], pdu[rows, 4]
+        seq = ac & 0x0F
+        names = self.names[rows]
+        iin_lists = _iin_lists(iin)
+        application: dict[str, npt.NDArray[Any] | pa.Array] = {
+            "len": head[:, 2],
+            "ctrl": head[:, 3],
+            "dest_addr": head[:, 4] | head[:, 5] << 8,
+            "src_addr": head[:, 6] | head[:, 7] << 8,
+            "frames": np.ones(rows.shape[0], dtype=np.int64),
+            "fragment_len": head[:, 2] - MIN_LINK_LENGTH - 1,
+            "application_control": ac,
+            "fir": (ac & 0x80) != 0,
+            "fin": (ac & 0x40) != 0,
+            "con": (ac & 0x20) != 0,
+            "uns": (ac & 0x10) != 0,
+            "seq": seq,
+            "fc": fc,
+            "function_code": pa.array(names, pa.string()),
+            "iin": _nullable(iin),
+            "iin_flags": iin_lists,
+            "objects": pdu[rows, 5],
+        }
+        events = [EventColumns(Dnp3Application, rows, application)]
+        counts = pdu[rows, 5]
+        if counts.sum():
+            at = _spans(pdu[rows, 7], counts)
+            h = self.headers[at]
+            group, variation, qualifier = h[:, 0], h[:, 1], h[:, 2]
+            objects: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "function_code": pa.array(np.repeat(names, counts), pa.string()),
+                "seq": np.repeat(seq, counts),
+                "group": group,
+                "variation": variation,
+                "object_type": pa.array(
+                    [f"g{g}v{v}" for g, v in zip(group.tolist(), variation.tolist(), strict=True)],
+                    pa.string(),
+                ),
+                "qualifier": qualifier,
+                "prefix_code": (qualifier >> 4) & 0x07,
+                "range_code": qualifier & 0x0F,
+                "object_count": _nullable(h[:, 3]),
+                "range_low": _nullable(h[:, 4]),
+                "range_high": _nullable(h[:, 5]),
+            }
+            events.append(EventColumns(Dnp3Object, np.repeat(rows, counts), objects))
+        counts = pdu[rows, 6]
+        if counts.sum():
+            at = _spans(pdu[rows, 8], counts)
+            p = self.points[at]
+            m = at.shape[0]
+            point_columns: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "function_code": pa.array(np.repeat(names, counts), pa.string()),
+                "seq": np.repeat(seq, counts),
+                "group": p[:, 0],
+                "variation": p[:, 1],
+                "index": _nullable(p[:, 2]),
+                "flags": _nullable(p[:, 3]),
+                "value": self.values[at],
+                "time48": pa.nulls(m, pa.int64()),
+                "data": pa.nulls(m, pa.binary()),
+            }
+            events.append(EventColumns(Dnp3Point, np.repeat(rows, counts), point_columns))
+        response = pdu[rows, 0] == _FAST_RESPONSE
+        if response.any():
+            reply_rows = rows[response]
+            zeek: dict[str, npt.NDArray[Any] | pa.Array] = {
+                "fc_request": pa.array([self.fc_request[i] for i in reply_rows.tolist()], pa.string()),
+                "fc_reply": pa.array(names[response], pa.string()),
+                "iin": iin[response],
+                "iin_flags": iin_lists.filter(pa.array(response)),
+            }
+            events.append(EventColumns(Dnp3, reply_rows, zeek))
+        return events

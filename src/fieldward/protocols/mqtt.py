@@ -34,7 +34,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from fieldward.protocols.base import Dissector, Event, FlowInfo, PduContext, Transport, Verdict
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from fieldward.protocols.base import (
+    BatchResult,
+    Datagrams,
+    Dissector,
+    Event,
+    EventColumns,
+    FlowInfo,
+    PduContext,
+    Transport,
+    Verdict,
+    binary_array,
+)
 from fieldward.protocols.credentials import DefaultCredentials
 
 MQTT_PORT = 1883
@@ -586,6 +601,15 @@ class MqttDissector(Dissector):
         size = 1 + used + length
         return size if len(data) >= size else 0
 
+    @classmethod
+    def parse_pdu_batch(cls, pdus: Datagrams) -> BatchResult:
+        """QoS 0 PUBLISH packets of the common shape, vectorized: minimal remaining length, a non-empty
+        ASCII topic without wildcards or NUL, and (checked per flow by ``apply``, which also counts the
+        packet for the session) a protocol level below 5 (no properties). Their ``mqtt_publish`` row
+        is fixed by the packet alone. Every other packet goes to :meth:`parse`."""
+        fast = _FastPublish(pdus)
+        return BatchResult(fast.handled, apply=fast.apply, build=fast.build)
+
     # ------------------------------------------------------------------ parsing
 
     def parse(self, pdu: bytes, ctx: PduContext) -> None:
@@ -1001,3 +1025,122 @@ class MqttDissector(Dissector):
                 reason_codes=codes,
             )
         )
+
+
+# ---------------------------------------------------------------------- columnar fast path
+
+_FAST_HEAD = 1 + MAX_VARINT_BYTES + 2
+"""Bytes of each packet the fast path reads: fixed header, remaining length, topic length."""
+_TOPIC_REJECTS = np.zeros(256, dtype=np.bool_)
+_TOPIC_REJECTS[[0x00, ord("#"), ord("+")]] = True
+_TOPIC_REJECTS[0x80:] = True
+"""Topic octets the fast path leaves to ``parse``: NUL (a weird), wildcards (a weird) and non-ASCII
+(decoded and checked there)."""
+
+
+class _FastPublish:
+    """QoS 0 PUBLISH packets of one batch for :meth:`MqttDissector.parse_pdu_batch`: the shape checks
+    as columns, the per-flow session counters (``apply``) and the ``mqtt_publish`` columns (``build``)."""
+
+    def __init__(self, pdus: Datagrams) -> None:
+        self.pdus = pdus
+        n = len(pdus)
+        head = pdus.heads(_FAST_HEAD).astype(np.int64)
+        length = pdus.length
+        # Remaining length (Variable Byte Integer, 1 to 4 octets) and the octets it takes.
+        more = head[:, 1:5] >= 0x80
+        used = np.where(~more[:, 0], 1, np.where(~more[:, 1], 2, np.where(~more[:, 2], 3, 4)))
+        digits = head[:, 1:5] & 0x7F
+        remaining = np.zeros(n, dtype=np.int64)
+        for k in range(MAX_VARINT_BYTES):
+            remaining += np.where(used > k, digits[:, k] << (7 * k), 0)
+        last = head[np.arange(n), used]
+        topic_at = 1 + used + 2
+        topic_len = (
+            head[np.arange(n), 1 + used] << 8 | head[np.arange(n), np.minimum(2 + used, _FAST_HEAD - 1)]
+        )
+        publish = (
+            (length >= 4)
+            & (head[:, 0] >> 4 == PUBLISH)
+            & (head[:, 0] & 0x0E == 0)  # QoS 0 without DUP
+            & ~more[:, 3]
+            & ((used == 1) | (last != 0))  # minimal length encoding
+            & (1 + used + remaining == length)
+            & (topic_len >= 1)
+            & (topic_at + topic_len <= length)
+        )
+        rows = np.flatnonzero(publish)
+        if rows.shape[0]:
+            spans = np.repeat(rows, topic_len[rows])
+            octets = pdus.buffer[_spans(pdus.start[rows] + topic_at[rows], topic_len[rows])]
+            rejected = np.bincount(spans, weights=_TOPIC_REJECTS[octets], minlength=n) > 0
+            publish &= ~rejected
+        self.handled: npt.NDArray[np.bool_] = publish
+        self.retain = (head[:, 0] & 0x01) != 0
+        self.topic_at, self.topic_len = topic_at, topic_len
+        self.payload_at = topic_at + topic_len
+        self.origs = pdus.is_orig.tolist()
+        self.ts = pdus.ts.tolist()
+        self.from_client = np.zeros(n, dtype=np.bool_)
+
+    def apply(self, dissector: MqttDissector, i: int) -> bool:
+        if dissector._level == 5:
+            return False  # properties, topic aliases: parse()
+        session = dissector._session
+        if session.where is None:
+            flow = dissector.flow
+            session.where = {
+                "ts": self.ts[i],
+                "flow_id": flow.flow_id,
+                "orig_h": flow.orig_h,
+                "orig_p": flow.orig_p,
+                "resp_h": flow.resp_h,
+                "resp_p": flow.resp_p,
+                "is_orig": self.origs[i],
+            }
+        if self.origs[i] == dissector._client_is_orig:
+            session.client_packets += 1
+            self.from_client[i] = True
+        else:
+            session.server_packets += 1
+        return True
+
+    def build(self, rows: npt.NDArray[np.intp]) -> tuple[EventColumns, ...]:
+        m = rows.shape[0]
+        pdus = self.pdus
+        start, length = pdus.start[rows], pdus.length[rows]
+        payload_len = length - self.payload_at[rows]
+        false = np.zeros(m, dtype=np.bool_)
+        columns: dict[str, npt.NDArray[Any] | pa.Array] = {
+            "from_client": self.from_client[rows],
+            "packet_id": pa.nulls(m, pa.int64()),
+            "topic": binary_array(pdus.buffer, start + self.topic_at[rows], self.topic_len[rows]).cast(
+                pa.string()
+            ),
+            "topic_alias": pa.nulls(m, pa.int64()),
+            "qos": np.zeros(m, dtype=np.int64),
+            "qos_name": pa.array([qos_name(0)] * m, pa.string()),
+            "retain": self.retain[rows],
+            "dup": false,
+            "payload": binary_array(
+                pdus.buffer, start + self.payload_at[rows], np.minimum(payload_len, MAX_PAYLOAD_BYTES)
+            ),
+            "payload_len": payload_len,
+            "status": pa.array([STATUS_OK] * m, pa.string()),
+            "ack": false,
+            "rec": false,
+            "rel": false,
+            "comp": false,
+            "reason_codes": pa.ListArray.from_arrays(
+                pa.array(np.zeros(m + 1, dtype=np.int32)), pa.array([], pa.int64())
+            ),
+        }
+        return (EventColumns(MqttPublish, rows, columns),)
+
+
+def _spans(first: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``first[i] + k`` for ``k`` in ``range(counts[i])``, concatenated."""
+    ends = np.cumsum(counts)
+    spans: npt.NDArray[np.int64] = np.arange(int(ends[-1]) if ends.shape[0] else 0, dtype=np.int64)
+    out: npt.NDArray[np.int64] = spans + np.repeat(first - (ends - counts), counts)
+    return out
