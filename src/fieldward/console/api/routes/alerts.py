@@ -30,12 +30,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from fieldward.console.api.cache import NOT_MODIFIED, bump_data_version, cached_page
 from fieldward.console.api.deps import (
-    CountCacheDep,
     CurrentSensor,
     CurrentUser,
     IdPath,
@@ -45,6 +44,7 @@ from fieldward.console.api.deps import (
     SettingsDep,
     access,
     audit,
+    count_cache,
     json_body,
     run_read,
 )
@@ -160,6 +160,19 @@ LIST_COLUMNS = (
 details a detail page needs)."""
 
 
+def _page_statement(sort: str, order: str) -> Select[*tuple[Any, ...]]:
+    # The database's own NULL placement (no NULLS LAST): it matches the indexes' scan direction.
+    ordering = [c.desc() if order == "desc" else c.asc() for c in SORTS[sort]]
+    ordering.append(Alert.id.desc() if order == "desc" else Alert.id.asc())
+    return select(*LIST_COLUMNS).order_by(*ordering)
+
+
+PAGES = {(sort, order): _page_statement(sort, order) for sort in SORTS for order in ("asc", "desc")}
+"""The queue's statement of each sort and direction, built once: a request adds its filters, limit
+and offset (building the column list and ordering per request cost more than adding those)."""
+MATCHING = select(Alert.id)
+
+
 class _EvidenceIndex:
     """``has_evidence`` for the rows of one page: one ``stat`` of each sensor's evidence folder, then
     one per row only for a sensor that has one (the same paths as :func:`evidence_file`)."""
@@ -265,8 +278,6 @@ async def list_alerts(
     request: Request,
     user: CurrentUser,
     session: SessionDep,
-    settings: SettingsDep,
-    counts: CountCacheDep,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip")] = 0,
     status_: Annotated[
@@ -294,6 +305,9 @@ async def list_alerts(
     # Parsed first: the cache key holds the instants, not their spelling (a 422 is raised here).
     since_ts = _timestamp(since, "since") if since is not None else None
     until_ts = _timestamp(until, "until") if until is not None else None
+    # From the application's state, not ``Depends``: each dependency costs a pass of FastAPI per request.
+    settings: ConsoleSettings = request.app.state.settings
+    counts = count_cache(request)
 
     def page() -> bytes:
         filters: list[ColumnElement[bool]] = []
@@ -320,19 +334,13 @@ async def list_alerts(
             filters.append(Alert.last_ts < until_ts)
         if q:
             filters.append(text_filter(q))
-        matching = select(Alert.id).where(*filters).limit(COUNT_CAP + 1).subquery()
+        matching = MATCHING.where(*filters).limit(COUNT_CAP + 1).subquery()
         key = ("alerts", status_, severity, type_, engine, device_id, sensor_id, since_ts, until_ts, q)
         counted = counts.count(
             key, lambda: int(session.scalar(select(func.count()).select_from(matching)) or 0)
         )
-        columns = SORTS[sort]
-        # The database's own NULL placement (no NULLS LAST): it matches the indexes' scan direction.
-        ordering = [c.desc() if order == "desc" else c.asc() for c in columns]
-        ordering.append(Alert.id.desc() if order == "desc" else Alert.id.asc())
         evidence = _EvidenceIndex(settings)
-        rows = session.execute(
-            select(*LIST_COLUMNS).where(*filters).order_by(*ordering).limit(limit).offset(offset)
-        )
+        rows = session.execute(PAGES[sort, order].where(*filters).limit(limit).offset(offset))
         # Plain dicts of AlertPage's shape, encoded once by orjson (deps.json_body).
         return json_body(
             {
