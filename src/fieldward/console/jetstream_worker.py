@@ -34,7 +34,6 @@ import os
 import secrets
 import signal
 import socket
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from fieldward.console.api.cache import bump_data_version
 from fieldward.console.api.routes.columnar import drop_credentials
-from fieldward.console.api.routes.ingest import PCAP_MAGICS, find_sensor_alert
+from fieldward.console.api.routes.ingest import PCAP_MAGICS, find_sensor_alert, store_evidence
 from fieldward.console.jetstream import (
     DEFAULT_STREAM,
     H_ALERT,
@@ -277,18 +276,7 @@ class BatchApplier:
                 raise BatchNotReadyError(
                     f"no alert {reference!r} of sensor {batch.sensor!r} in the store (yet)"
                 )
-            relative = Path(f"sensor-{sensor_id}") / f"alert-{alert.id}.pcap"
-            target = self.evidence_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(data)
-                os.replace(temporary, target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
-            alert.evidence_pcap = str(relative)
+            store_evidence(self.evidence_dir, sensor_id, alert, data)
         return 1
 
 

@@ -108,6 +108,23 @@ def find_sensor_alert(session: Session, sensor_id: int, reference: str) -> Alert
     return alert
 
 
+def store_evidence(evidence_dir: FilePath, sensor_id: int, alert: Alert, data: bytes) -> None:
+    """Write ``data`` as ``alert``'s evidence capture, ``<evidence_dir>/sensor-<id>/alert-<id>.pcap``
+    (atomically: a temporary file renamed over it), and point the alert at it."""
+    relative = FilePath(f"sensor-{sensor_id}") / f"alert-{alert.id}.pcap"
+    target = evidence_dir / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        FilePath(temporary).unlink(missing_ok=True)
+        raise
+    alert.evidence_pcap = str(relative)
+
+
 @router.post(
     "/evidence/{alert_id}",
     operation_id="ingest_evidence",
@@ -141,18 +158,7 @@ def upload_evidence(
         select(IngestBatch.id).where(IngestBatch.sensor_id == sensor.id, IngestBatch.batch_id == batch)
     ):
         return _evidence_answer(alert.id, 0, "duplicate")
-    relative = FilePath(f"sensor-{sensor.id}") / f"alert-{alert.id}.pcap"
-    target = settings.evidence_path() / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        FilePath(temporary).unlink(missing_ok=True)
-        raise
-    alert.evidence_pcap = str(relative)
+    store_evidence(settings.evidence_path(), sensor.id, alert, data)
     audit(session, f"sensor:{sensor.name}", "ingest.evidence", f"alert:{alert.id}", bytes=len(data))
     if batch:
         session.add(IngestBatch(sensor_id=sensor.id, batch_id=batch, kind="evidence", written=1))
