@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fieldward"
 
-BASE = {"errors", "weird"}
+BASE = {"errors", "files", "weird"}
 UPSTREAM: dict[str, set[str]] = {
     "capture": set(),
     "decode": {"capture"},

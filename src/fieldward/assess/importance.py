@@ -17,14 +17,13 @@ device, an unknown importance, a corrupt file) is an :class:`ImportanceError` wi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from fieldward.errors import FieldWardError
+from fieldward.files import atomic_write
 
 __all__ = [
     "ASSETS_FILE",
@@ -104,14 +103,7 @@ def save_importance(out_dir: Path, importance: Mapping[str, Importance | str]) -
     path = out_dir / ASSETS_FILE
     data = (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".assets-", suffix=".tmp", dir=out_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data, prefix=".assets-")
     except OSError as exc:
         raise ImportanceError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

@@ -33,7 +33,6 @@ import os
 import shutil
 import ssl
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from cryptography.x509.oid import NameOID
 from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
+from fieldward.files import atomic_write
 from fieldward.trust.attestation import boot_aggregate, sign_evidence
 from fieldward.trust.errors import TrustError
 from fieldward.trust.update_client import STATE_FILE as UPDATE_STATE_FILE
@@ -168,15 +168,7 @@ class HttpxFetcher(FetcherInterface):
 
 def _write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically with a 0600 file holding ``data``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o600, prefix=f".{path.name}-")
 
 
 def _detail(response: httpx.Response) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Coroutine
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
@@ -31,6 +29,7 @@ from fieldward.console.api.routes.risk import site_risk
 from fieldward.console.api.schemas.ingest import BatchCreate, BatchPublic, EvidencePublic
 from fieldward.console.models import IngestBatch
 from fieldward.console.trust_hooks import after_ingest
+from fieldward.files import atomic_write
 from fieldward.store.database import Database
 from fieldward.store.ingest import COLLECTOR, IngestError, ingest_records
 from fieldward.store.models import Alert
@@ -114,14 +113,7 @@ def store_evidence(evidence_dir: FilePath, sensor_id: int, alert: Alert, data: b
     relative = FilePath(f"sensor-{sensor_id}") / f"alert-{alert.id}.pcap"
     target = evidence_dir / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        FilePath(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(target, data, prefix=".upload-")
     alert.evidence_pcap = str(relative)
 
 
