@@ -713,3 +713,20 @@ def test_communications_keep_their_nanoseconds(demo: Path) -> None:
         assert record["first_ts"].endswith("Z")
         assert len(record["first_ts"]) == 30
     assert sent[0]["dst_port"] == table.column("dst_port")[0].as_py()
+
+
+@pytest.mark.parametrize(
+    "sizes", [{"batch_records": 0}, {"batch_bytes": 1023}, {"columnar_rows": 0}], ids=lambda s: next(iter(s))
+)
+def test_both_transports_refuse_the_same_bad_batch_sizes_before_opening_the_spool(
+    tmp_path: Path, sizes: dict[str, int]
+) -> None:
+    from fieldward.console.jetstream import JetStreamSensorClient
+
+    token = "fws_" + "a" * 40
+    with pytest.raises(SensorError, match="must be >= 1, batch_bytes >= 1024"):
+        SensorClient("https://console.example", token, tmp_path / "https", **sizes)
+    with pytest.raises(SensorError, match="must be >= 1, batch_bytes >= 1024"):
+        JetStreamSensorClient("nats://plant-a@127.0.0.1:4222", tmp_path / "nats", **sizes)
+    assert not (tmp_path / "https").exists()
+    assert not (tmp_path / "nats").exists()

@@ -290,8 +290,6 @@ class JetStreamSensorClient(SensorClient):
         if name is None:
             raise TransportError("name the sensor: nats://SENSOR@host:4222 (or sensor=...)")
         self.sensor = check_sensor_name(name)
-        if batch_records < 1 or batch_bytes < 1024 or columnar_rows < 1:
-            raise SensorError("batch_records, columnar_rows must be >= 1 and batch_bytes >= 1024")
         self.url = ",".join(self.nats.servers)
         self.stream = stream
         self.publish_timeout = publish_timeout

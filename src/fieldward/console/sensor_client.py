@@ -734,11 +734,7 @@ class SensorClient:
             raise SensorError(
                 f"a sensor token starts with {SENSOR_PREFIX!r} (register the sensor to get one)"
             )
-        if batch_records < 1 or batch_bytes < 1024:
-            raise SensorError("batch_records must be >= 1 and batch_bytes >= 1024")
         self.url = _check_url(url, allow_plain_http)
-        if columnar_rows < 1:
-            raise SensorError("columnar_rows must be >= 1")
         self._init_batching(
             spool_dir,
             batch_records=batch_records,
@@ -781,6 +777,8 @@ class SensorClient:
     ) -> None:
         """The batching, backoff and spool settings every transport shares (HTTPS here, JetStream in
         ``console.jetstream``); the spool is opened last (it locks its folder)."""
+        if batch_records < 1 or batch_bytes < 1024 or columnar_rows < 1:
+            raise SensorError("batch_records and columnar_rows must be >= 1, batch_bytes >= 1024")
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.columnar = columnar
