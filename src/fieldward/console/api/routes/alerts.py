@@ -5,8 +5,9 @@ The list is built for a million rows: every filter is a column of one of the ``a
 (status, severity rank, last timestamp, type, engine, source/destination device), the page is
 ``ORDER BY <whitelisted column>, id LIMIT/OFFSET``, and the total is a separate ``count`` over at most
 :data:`COUNT_CAP` + 1 matching ids (``total_capped`` says it stopped there). The free-text ``q`` is
-an ``ILIKE`` over title, type and addresses (:func:`text_filter`), served on PostgreSQL by a trigram
-GIN index over those columns (revision 0005).
+an ``ILIKE`` over title, type and addresses (:func:`text_filter`): title and type are matched in the
+few rows of ``alert_kinds`` (revision 0013) whose alerts ``ix_alerts_type`` finds, the addresses on
+PostgreSQL through a trigram GIN index.
 
 Triage follows ``fieldward alerts`` (``detect/triage.py``): acknowledge (new -> acknowledged), close,
 reopen (-> new); learn and mute record an :class:`~fieldward.detect.knowledge.AlertRule` for the
@@ -30,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from fieldward.console.api.cache import NOT_MODIFIED, bump_data_version, cached_page
@@ -66,7 +67,7 @@ from fieldward.console.settings import ConsoleSettings
 from fieldward.console.triage_models import AlertRuleRow
 from fieldward.detect.knowledge import ANY
 from fieldward.detect.triage import behaviours_of
-from fieldward.store.models import SEVERITY_RANK, Alert, AlertComment, AlertEvent
+from fieldward.store.models import SEVERITY_RANK, Alert, AlertComment, AlertEvent, AlertKind
 
 __all__ = ["COUNT_CAP", "PCAP_MEDIA_TYPE", "evidence_file", "router", "sensor_rules_router", "text_filter"]
 
@@ -117,20 +118,37 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def text_filter(text: str) -> ColumnElement[bool]:
+KIND_LIMIT = 256
+"""At most this many matching alert kinds are spelled out in the search's SQL; past that (a text that
+matches nearly every kind) title and type are compared on the alerts themselves."""
+
+
+def text_filter(session: Session, text: str) -> ColumnElement[bool]:
     """The queue's ``q``: ``text`` (``%`` and ``_`` literal) in the title, type, source or destination.
 
-    Four ``ILIKE '%text%'`` on the columns of ``ix_alerts_search_trgm`` (revision 0005): on PostgreSQL
-    a trigram GIN index over the four, so each condition is an index scan and the ``OR`` a BitmapOr;
-    on SQLite a scan. Texts of one or two characters have no trigram and scan on both.
+    Title and type: the matching kinds are read from ``alert_kinds`` (every distinct type and title of
+    ``alerts``, kept by triggers of revision 0013; a few hundred rows), and each becomes ``type = t AND
+    title IN (...)``, which ``ix_alerts_type`` serves. Source and destination: ``ILIKE '%text%'``, on
+    PostgreSQL through the trigram GIN index ``ix_alerts_address_trgm``; PostgreSQL combines the
+    arms (BitmapOr), so a search over a million alerts reads only the matching rows. On SQLite, a
+    scan. Texts of one or two characters have no trigram and scan the addresses on both.
     """
     pattern = _like(text)
-    return or_(
-        Alert.title.ilike(pattern, escape="\\"),
-        Alert.type.ilike(pattern, escape="\\"),
-        Alert.src.ilike(pattern, escape="\\"),
-        Alert.dst.ilike(pattern, escape="\\"),
-    )
+    addresses = (Alert.src.ilike(pattern, escape="\\"), Alert.dst.ilike(pattern, escape="\\"))
+    kinds = session.execute(
+        select(AlertKind.type, AlertKind.title)
+        .where(or_(AlertKind.title.ilike(pattern, escape="\\"), AlertKind.type.ilike(pattern, escape="\\")))
+        .limit(KIND_LIMIT + 1)
+    ).all()
+    if len(kinds) > KIND_LIMIT:
+        return or_(
+            Alert.title.ilike(pattern, escape="\\"), Alert.type.ilike(pattern, escape="\\"), *addresses
+        )
+    titles: dict[str, list[str]] = {}
+    for kind_type, title in kinds:
+        titles.setdefault(kind_type, []).append(title)
+    by_kind = [and_(Alert.type == kind_type, Alert.title.in_(names)) for kind_type, names in titles.items()]
+    return or_(*by_kind, *addresses)
 
 
 def evidence_file(settings: ConsoleSettings, sensor_id: int, alert_id: int) -> Path:
@@ -333,7 +351,7 @@ async def list_alerts(
         if until_ts is not None:
             filters.append(Alert.last_ts < until_ts)
         if q:
-            filters.append(text_filter(q))
+            filters.append(text_filter(session, q))
         matching = MATCHING.where(*filters).limit(COUNT_CAP + 1).subquery()
         key = ("alerts", status_, severity, type_, engine, device_id, sensor_id, since_ts, until_ts, q)
         counted = counts.count(
