@@ -1,6 +1,8 @@
 """Capture uploads through the real app: a generated plant capture is uploaded by an analyst, analysed
 in the background, and its devices, alerts, flows and events land in the console; a file that is not
-a capture fails with a clear error; sizes, names and roles are enforced."""
+a capture fails with a clear error; sizes, names and roles are enforced. The jobs are rows of the
+console's database: a second app on the same database (another worker process of ``fieldward serve
+--workers N``) answers for them, and they outlive a restart. Both backends."""
 
 from __future__ import annotations
 
@@ -10,21 +12,24 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from fieldward.cli import app as cli
-from fieldward.console.jobs import shared_store
+from fieldward.console.app import create_app
+from fieldward.console.jobs import STOPPED, UploadJob, UploadJobs, shared_store
 from fieldward.console.security import hash_password
+from fieldward.store.console_models import UploadJobRow
 from fieldward.store.database import Database
 from fieldward.store.models import Device, Sensor, User
 
-from .conftest import Console
+from .conftest import BASE_URL, Console, start_console
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +52,37 @@ def _upload(console: Console, name: str, data: bytes, role: str = "analyst", **f
     )
 
 
-def _wait(console: Console, upload_id: str, seconds: float = 120) -> dict[str, Any]:
+def _wait(
+    console: Console,
+    upload_id: str,
+    seconds: float = 120,
+    client: TestClient | None = None,
+    seen: list[str] | None = None,
+) -> dict[str, Any]:
+    """Poll the job through ``client`` (default: the console's) until it is done or failed; the
+    states read are appended to ``seen``."""
     deadline = time.monotonic() + seconds
     while True:
-        response = console.client.get(
+        response = (client or console.client).get(
             f"/api/v1/uploads/{upload_id}", headers=console.bearer(console.tokens["analyst"])
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
+        if seen is not None:
+            seen.append(body["status"])
         if body["status"] in ("done", "failed"):
             return body
         assert time.monotonic() < deadline, f"upload still {body['status']}"
         time.sleep(0.1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each backend (the apps started on it migrate it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'console.db'}"
+    factory: Callable[[], str] = request.getfixturevalue("pg_factory")
+    return factory()
 
 
 def _devices(console: Console, sensor: str) -> int:
@@ -74,7 +98,8 @@ def _devices(console: Console, sensor: str) -> int:
         )
 
 
-def test_an_uploaded_capture_is_analysed_and_stored(console: Console, capture: Path) -> None:
+def test_an_uploaded_capture_is_analysed_and_stored(any_console: Console, capture: Path) -> None:
+    console = any_console
     answer = _upload(console, "plant.pcap.gz", gzip.compress(capture.read_bytes()), sensor="site-upload")
     assert answer.status_code == 202, answer.text
     job = answer.json()
@@ -101,7 +126,8 @@ def test_an_uploaded_capture_is_analysed_and_stored(console: Console, capture: P
     assert list((console.app.state.settings.home() / "uploads").iterdir()) == []
 
 
-def test_the_default_sensor_name_is_upload(console: Console, capture: Path) -> None:
+def test_the_default_sensor_name_is_upload(any_console: Console, capture: Path) -> None:
+    console = any_console
     answer = _upload(console, "plant.pcap", capture.read_bytes())
     assert answer.status_code == 202, answer.text
     done = _wait(console, answer.json()["id"])
@@ -110,7 +136,8 @@ def test_the_default_sensor_name_is_upload(console: Console, capture: Path) -> N
     assert _devices(console, "upload") == done["counts"]["devices"] > 0
 
 
-def test_a_file_that_is_not_a_capture_fails_with_a_clear_error(console: Console) -> None:
+def test_a_file_that_is_not_a_capture_fails_with_a_clear_error(any_console: Console) -> None:
+    console = any_console
     answer = _upload(console, "notes.pcap", b"these are meeting notes, not packets\n" * 20)
     assert answer.status_code == 202, answer.text
     failed = _wait(console, answer.json()["id"])
@@ -121,7 +148,8 @@ def test_a_file_that_is_not_a_capture_fails_with_a_clear_error(console: Console)
     assert failed["counts"] == {}
 
 
-def test_refusals(console: Console, capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals(any_console: Console, capture: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    console = any_console
     data = capture.read_bytes()
     empty = _upload(console, "empty.pcap", b"")
     assert empty.status_code == 202, empty.text
@@ -144,6 +172,89 @@ def test_refusals(console: Console, capture: Path, monkeypatch: pytest.MonkeyPat
     assert unknown.status_code == 404
     anonymous = console.new_client().get("/api/v1/uploads/0123456789abcdef")
     assert anonymous.status_code == 401
+
+
+# --- the jobs live in the database: several worker processes, restarts -----------------------------
+
+
+def test_a_second_app_on_the_same_database_answers_for_the_job(any_console: Console, capture: Path) -> None:
+    """Two ``create_app`` on one database, as two worker processes of ``fieldward serve --workers 2``:
+    a capture uploaded through the first is followed to its end through the second."""
+    console = any_console
+    other = create_app(console.app.state.settings)
+    with TestClient(other, base_url=BASE_URL) as client:
+        answer = _upload(console, "plant.pcap", capture.read_bytes(), sensor="two-workers")
+        assert answer.status_code == 202, answer.text
+        job = answer.json()
+        seen: list[str] = []
+        done = _wait(console, job["id"], client=client, seen=seen)
+        assert done["status"] == "done", done["error"]
+        assert seen[0] in ("queued", "running")
+        assert {k: done[k] for k in ("id", "filename", "sensor", "size")} == {
+            k: job[k] for k in ("id", "filename", "sensor", "size")
+        }
+        assert done["counts"]["devices"] == _devices(console, "two-workers") > 0
+        assert done["created"] == job["created"]
+        assert done["started"] is not None
+        assert done["finished"] >= done["started"]
+        # the first app answers the same, and the second one did not run the analysis
+        assert _wait(console, job["id"]) == done
+        assert other.state.upload_jobs._pending == set()
+        headers = console.bearer(console.tokens["analyst"])
+        unknown = client.get("/api/v1/uploads/" + "0" * 32, headers=headers)
+        assert unknown.status_code == 404
+        assert unknown.json()["detail"] == "no such upload"
+        for odd in ("%00" * 32, job["id"].upper(), job["id"] + "0"):  # no query for what is no id
+            assert client.get(f"/api/v1/uploads/{odd}", headers=headers).status_code == 404
+
+
+def test_finished_jobs_outlive_a_restart_and_stopped_ones_fail(
+    database_url: str, tmp_path: Path, capture: Path
+) -> None:
+    """A new app on the same database (a restart) still answers for a finished job; a job still
+    queued or running when its app stopped is ``failed`` with the reason."""
+    first = cast(Generator[Console, None, None], start_console(database_url, tmp_path))
+    console = next(first)
+    failed = _wait(console, _upload(console, "notes.pcap", b"not packets\n" * 10).json()["id"])
+    assert failed["status"] == "failed"
+    cut = _upload(console, "plant.pcap", capture.read_bytes()).json()
+    assert cut["status"] in ("queued", "running")
+    token = console.tokens["analyst"]
+    first.close()  # the lifespan ends: the running analysis is killed
+    restarted = create_app(console.app.state.settings)
+    with TestClient(restarted, base_url=BASE_URL) as client:
+        headers = console.bearer(token)
+        again = client.get(f"/api/v1/uploads/{failed['id']}", headers=headers)
+        assert again.status_code == 200, again.text
+        assert again.json() == failed
+        stopped = client.get(f"/api/v1/uploads/{cut['id']}", headers=headers).json()
+        assert stopped["status"] == "failed"
+        assert stopped["error"] == STOPPED
+        assert stopped["finished"] is not None
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_only_the_newest_finished_jobs_are_kept(console: Console) -> None:
+    jobs = UploadJobs(console.app.state.settings, console.database, shared_store(console.app), keep=2)
+    try:
+        ids = []
+        for n in range(4):
+            job_id, path = jobs.new_path()
+            path.write_bytes(b"not a capture")
+            job = UploadJob(id=job_id, filename=f"f{n}", sensor="upload", size=13, created_by="t", path=path)
+            jobs.submit(job)
+            ids.append(job_id)
+            deadline = time.monotonic() + 30
+            while (found := jobs.get(job_id)) is None or found.status != "failed":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        jobs.shutdown()
+    with console.database.session() as session:
+        kept = set(session.scalars(select(UploadJobRow.id)))
+    # the fourth submit deleted the first job: the newest two finished when it came, and itself
+    assert kept == set(ids[1:])
+    assert jobs.get(ids[0]) is None
 
 
 # --- the Upload page in a real headless browser (the pattern of test_ui.py) -------------------------
@@ -214,7 +325,7 @@ def test_the_upload_page_uploads_polls_and_links_to_the_inventory(
             page.set_input_files("#upload-file", str(capture))
             page.fill("#upload-sensor", "browser-upload")
             page.click("#upload-submit")
-            sync_api.expect(page.get_by_test_id("upload-status")).to_have_text("done")
+            sync_api.expect(page.get_by_test_id("upload-status")).to_have_text("done", timeout=120_000)
             sync_api.expect(page.locator("#upload-result")).to_contain_text("browser-upload")
             page.screenshot(path=str(tmp_path / "upload-done.png"), full_page=True)
             page.get_by_test_id("upload-inventory").click()
@@ -223,7 +334,7 @@ def test_the_upload_page_uploads_polls_and_links_to_the_inventory(
             page.click("a[data-nav=upload]")
             page.set_input_files("#upload-file", str(bad))
             page.click("#upload-submit")
-            sync_api.expect(page.get_by_test_id("upload-status")).to_have_text("failed")
+            sync_api.expect(page.get_by_test_id("upload-status")).to_have_text("failed", timeout=120_000)
             sync_api.expect(page.get_by_test_id("upload-error")).to_contain_text(
                 "not a pcap or pcapng capture"
             )

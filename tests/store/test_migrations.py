@@ -38,6 +38,7 @@ EXPECTED_TABLES = {
     "trust_devices",
     "trust_enrollment_tokens",
     "trust_certificates",
+    "upload_jobs",
 }
 
 

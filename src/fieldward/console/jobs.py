@@ -16,8 +16,9 @@
 - :class:`UploadJobs`: captures uploaded through ``POST /api/v1/uploads`` are analysed one at a time
   by a worker thread: ``fieldward analyze`` (``fieldward.pipeline.analyze`` and the assessment) in a
   child process, then :func:`~fieldward.store.ingest.ingest_folder` into the console's database and
-  the flows/events into the columnar store. Job states live in memory: a restart forgets them (the
-  data already ingested stays).
+  the flows/events into the columnar store. The jobs are rows of ``upload_jobs``
+  (:class:`~fieldward.store.console_models.UploadJobRow`), so any worker process answers for any job
+  and a restart keeps them; the process that accepted an upload analyses it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -36,21 +39,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from fieldward.console.api.cache import bump_data_version
 from fieldward.console.settings import ConsoleSettings
 from fieldward.errors import FieldWardError
 from fieldward.store.columnar import ColumnarStore, RetentionReport
+from fieldward.store.console_models import UPLOAD_STATUSES, UploadJobRow
 from fieldward.store.database import Database
 from fieldward.store.ingest import ingest_folder
 
 __all__ = [
     "DEFAULT_RETENTION_INTERVAL",
+    "STOPPED",
     "JobLock",
     "RetentionJob",
     "UploadJob",
@@ -334,8 +339,27 @@ class UploadJob:
     error: str | None = None
 
 
+STOPPED = "the console stopped before the analysis"
+"""The error of a job its process did not finish because the console stopped."""
+_FINISHED = ("done", "failed")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+"""A job id: ``uuid.uuid4().hex``."""
+
+
 class UploadJobs:
-    """Analyses uploaded captures one at a time in a worker thread (the machine's cores are few)."""
+    """Analyses uploaded captures one at a time in a worker thread (the machine's cores are few).
+
+    Every job is a row of ``upload_jobs``: :meth:`submit` inserts it, the worker thread records its
+    start and its outcome there, and :meth:`get` reads it, so every worker process of ``fieldward
+    serve --workers N`` answers for every job and a restart keeps them. The queue and the thread are
+    per process: the process that accepted an upload (its ``worker``, ``hostname:pid``) analyses it.
+    Of the finished jobs the newest ``keep`` are kept (older rows are deleted on each submit).
+    :meth:`shutdown` marks the jobs this object still had queued or running ``failed``.
+
+    Known limit: a process that dies without its shutdown (killed, out of memory, power loss) leaves
+    its running and queued jobs ``running`` / ``queued`` for good; no other process takes them over
+    (the capture was on that process's disk) and nothing marks them failed.
+    """
 
     def __init__(
         self,
@@ -351,7 +375,10 @@ class UploadJobs:
         self.database = database
         self.store = store
         self.keep = keep
-        self._jobs: dict[str, UploadJob] = {}
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"[:255]
+        """This process, as recorded in the rows of the jobs it runs."""
+        self._pending: set[str] = set()
+        """Ids of the jobs this object accepted and has not finished."""
         self._lock = threading.Lock()
         self._queue: queue.Queue[UploadJob | None] = queue.Queue()
         self._process: subprocess.Popen[bytes] | None = None
@@ -369,30 +396,140 @@ class UploadJobs:
         return job_id, folder / "capture"
 
     def submit(self, job: UploadJob) -> UploadJob:
+        """Record ``job`` (``queued``), delete the finished jobs older than the newest ``keep``, and
+        queue it for this process's worker thread. A database error is raised (the capture's folder
+        is removed)."""
+        try:
+            with self.database.session() as session:
+                session.add(
+                    UploadJobRow(
+                        id=job.id,
+                        filename=job.filename,
+                        sensor=job.sensor,
+                        size=job.size,
+                        created_by=job.created_by,
+                        status=job.status,
+                        created=job.created,
+                        started=job.started,
+                        finished=job.finished,
+                        counts=dict(job.counts),
+                        error=job.error,
+                        worker=self.worker,
+                    )
+                )
+                kept = (
+                    select(UploadJobRow.id)
+                    .where(UploadJobRow.status.in_(_FINISHED))
+                    .order_by(UploadJobRow.finished.desc(), UploadJobRow.id.desc())
+                    .limit(self.keep)
+                )
+                session.execute(
+                    delete(UploadJobRow)
+                    .where(UploadJobRow.status.in_(_FINISHED), UploadJobRow.id.not_in(kept))
+                    .execution_options(synchronize_session=False)
+                )
+        except BaseException:
+            shutil.rmtree(job.path.parent, ignore_errors=True)
+            raise
         with self._lock:
-            self._jobs[job.id] = job
-            finished = [j for j in self._jobs.values() if j.status in ("done", "failed")]
-            for old in finished[: max(0, len(self._jobs) - self.keep)]:
-                self._jobs.pop(old.id, None)
+            closed = self._closed
+            if not closed:
+                self._pending.add(job.id)
+        if closed:  # submitted while the console stops: no worker thread will take it
+            job.status, job.error, job.finished = "failed", STOPPED, dt.datetime.now(dt.UTC)
+            self._record(job, only=("queued",))
+            shutil.rmtree(job.path.parent, ignore_errors=True)
+            return job
         self._queue.put(job)
         return job
 
     def get(self, job_id: str) -> UploadJob | None:
-        with self._lock:
-            return self._jobs.get(job_id)
+        """The job ``job_id`` as the database has it (whichever process runs it), or None (also for
+        what is no job id: not 32 hex digits, e.g. a NUL PostgreSQL would refuse)."""
+        if _JOB_ID.fullmatch(job_id) is None:
+            return None
+        with self.database.session() as session:
+            row = session.get(UploadJobRow, job_id)
+            return None if row is None else self._job(row)
+
+    def _job(self, row: UploadJobRow) -> UploadJob:
+        return UploadJob(
+            id=row.id,
+            filename=row.filename,
+            sensor=row.sensor,
+            size=row.size,
+            created_by=row.created_by,
+            path=uploads_root(self.settings) / row.id / "capture",
+            status=_status(row.status),
+            created=row.created,
+            started=row.started,
+            finished=row.finished,
+            counts={str(kind): int(n) for kind, n in (row.counts or {}).items()},
+            error=row.error,
+        )
 
     def shutdown(self) -> None:
-        """Stop taking jobs; kill a running analysis (its job ends ``failed``)."""
-        self._closed = True
+        """Stop taking jobs; kill a running analysis. The jobs this object had queued or running end
+        ``failed`` (:data:`STOPPED`) in the database, and their files are removed, before this
+        returns."""
+        with self._lock:
+            self._closed = True
+            pending = sorted(self._pending)
+            self._pending.clear()
         self._queue.put(None)
+        if pending:
+            # Before the kill: the worker thread then finds the job failed and keeps that reason
+            # (its own update only changes a queued or running row), not "exit code -9".
+            try:
+                with self.database.session() as session:
+                    session.execute(
+                        update(UploadJobRow)
+                        .where(UploadJobRow.id.in_(pending), UploadJobRow.status.in_(("queued", "running")))
+                        .values(status="failed", error=STOPPED, finished=dt.datetime.now(dt.UTC))
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception:
+                log.warning("uploads: cannot mark %d unfinished jobs failed", len(pending), exc_info=True)
         process = self._process
         if process is not None and process.poll() is None:
             process.kill()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                log.warning("uploads: the analysis process %d did not end", process.pid)
+        for job_id in pending:  # their captures are not analysed now: nothing stays on disk
+            shutil.rmtree(uploads_root(self.settings) / job_id, ignore_errors=True)
+
+    def _record(self, job: UploadJob, *, only: tuple[str, ...]) -> bool | None:
+        """Write ``job``'s state to its row if the row's status is one of ``only`` (a job that
+        :meth:`shutdown` already failed stays failed). True when the row was updated, False when
+        no row matched, None when the database could not be reached (logged)."""
+        try:
+            with self.database.session() as session:
+                result = session.execute(
+                    update(UploadJobRow)
+                    .where(UploadJobRow.id == job.id, UploadJobRow.status.in_(only))
+                    .values(
+                        status=job.status,
+                        started=job.started,
+                        finished=job.finished,
+                        counts=dict(job.counts),
+                        error=job.error,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                return bool(getattr(result, "rowcount", 0))
+        except Exception:  # a database outage must not end the worker thread
+            log.warning("upload %s: cannot record its state %s", job.id, job.status, exc_info=True)
+            return None
 
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             if self._closed:
-                job.status, job.error = "failed", "the console stopped before the analysis"
+                job.status, job.error = "failed", STOPPED
+                job.finished = dt.datetime.now(dt.UTC)
+                self._record(job, only=("queued",))
+                shutil.rmtree(job.path.parent, ignore_errors=True)
                 continue
             self._run(job)
 
@@ -400,17 +537,25 @@ class UploadJobs:
         job.status = "running"
         job.started = dt.datetime.now(dt.UTC)
         try:
-            job.counts = self._analyse(job)
-            job.status = "done"
-        except FieldWardError as exc:
-            job.error = _user_text(job, str(exc) or type(exc).__name__)
-            job.status = "failed"
-        except Exception as exc:
-            log.warning("upload %s failed", job.id, exc_info=True)
-            job.error = _user_text(job, f"analysis failed ({type(exc).__name__}: {exc})")
-            job.status = "failed"
-        finally:
+            if self._record(job, only=("queued",)) is False:
+                return  # failed by shutdown (or deleted) meanwhile: not analysed
+            try:
+                job.counts = self._analyse(job)
+                job.status = "done"
+            except FieldWardError as exc:
+                job.error = _user_text(job, str(exc) or type(exc).__name__)
+                job.status = "failed"
+            except Exception as exc:
+                log.warning("upload %s failed", job.id, exc_info=True)
+                job.error = _user_text(job, f"analysis failed ({type(exc).__name__}: {exc})")
+                job.status = "failed"
             job.finished = dt.datetime.now(dt.UTC)
+            # The files go before the outcome is visible: a finished job has left nothing behind.
+            shutil.rmtree(job.path.parent, ignore_errors=True)
+            self._record(job, only=("queued", "running"))  # queued: its start was not recorded
+        finally:
+            with self._lock:
+                self._pending.discard(job.id)
             shutil.rmtree(job.path.parent, ignore_errors=True)
 
     def _analyse(self, job: UploadJob) -> dict[str, int]:
@@ -463,6 +608,8 @@ class UploadJobs:
             cwd=job.path.parent,
         ) as process:
             self._process = process
+            if self._closed:  # shutdown came between the job's start and now
+                process.kill()
             try:
                 _, stderr = process.communicate(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -478,6 +625,12 @@ class UploadJobs:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             reason = lines[-1] if lines else f"the analysis ended with exit code {process.returncode}"
             raise FieldWardError(reason.removeprefix("fieldward: error: "))
+
+
+def _status(value: str) -> UploadStatus:
+    if value in UPLOAD_STATUSES:
+        return cast(UploadStatus, value)
+    raise ValueError(f"unknown upload status {value!r}")
 
 
 def _user_text(job: UploadJob, text: str) -> str:

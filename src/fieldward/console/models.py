@@ -3,6 +3,6 @@ the store's single migration history); re-exported here for the console's code."
 
 from __future__ import annotations
 
-from fieldward.store.console_models import IngestBatch
+from fieldward.store.console_models import IngestBatch, UploadJobRow
 
-__all__ = ["IngestBatch"]
+__all__ = ["IngestBatch", "UploadJobRow"]

@@ -20,6 +20,9 @@ owns every table); ``fieldward.console.models`` and ``fieldward.console.triage_m
   every worker process of ``fieldward serve --workers N`` counts the same failures
   (:class:`fieldward.console.security.LoginLimiter`); rows older than the window are deleted
   (revision ``0011``).
+- ``upload_jobs``: one row per capture uploaded through ``POST /api/v1/uploads`` and its analysis
+  (:class:`fieldward.console.jobs.UploadJobs`), so every worker process of ``fieldward serve
+  --workers N`` answers for every job and a restart keeps the history (revision ``0014``).
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ from fieldward.store.models import UTCDateTime, utcnow
 
 __all__ = [
     "RULE_KINDS",
+    "UPLOAD_STATUSES",
     "AlertRuleRow",
     "ConsoleSetting",
     "IngestBatch",
     "LoginAttempt",
     "SiteRiskSnapshot",
+    "UploadJobRow",
 ]
 
 
@@ -145,3 +150,32 @@ class LoginAttempt(Base):
     id: Mapped[int] = mapped_column(_BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(64))
     at: Mapped[float] = mapped_column(Float)
+
+
+UPLOAD_STATUSES = ("queued", "running", "done", "failed")
+"""An upload's states: ``queued`` -> ``running`` -> ``done`` or ``failed``."""
+
+
+class UploadJobRow(Base):
+    """An uploaded capture and what became of its analysis (``fieldward.console.jobs.UploadJob``).
+
+    ``worker`` names the process that accepted the job and runs it (``hostname:pid``): each process
+    analyses the captures it received (the file is on its disk)."""
+
+    __tablename__ = "upload_jobs"
+    __table_args__ = (CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The job id (a UUID's 32 hex digits)."""
+    filename: Mapped[str] = mapped_column(String(200))
+    """The file name as uploaded (printable characters only)."""
+    sensor: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    started: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str] = mapped_column(String(255))

@@ -9,8 +9,10 @@ content, so any file is accepted and a wrong one fails its job). The worker
 (:class:`fieldward.console.jobs.UploadJobs`) runs ``fieldward analyze`` (analysis and assessment) in a
 child process, then :func:`~fieldward.store.ingest.ingest_folder` into the console's database as the
 sensor named ``sensor`` (default ``upload``), and adds the flows and protocol events to the columnar
-store. A name that belongs to a sensor with a push credential is refused (409): an upload never
-mixes into what a live sensor reports.
+store. The jobs are rows of ``upload_jobs``: with ``fieldward serve --workers N`` any worker process
+answers ``GET /uploads/{id}`` for a job another one runs, and a restart keeps them (the newest 200
+finished ones); an unknown id is a 404. A name that belongs to a sensor with a push credential is
+refused (409): an upload never mixes into what a live sensor reports.
 
 The app-wide body cap (``max_request_bytes``, 1 MiB by default) applies to this path unless
 ``create_app``'s ``BodyLimit`` streams it like the feeds upload (see docs/console/columnar.md).
@@ -159,5 +161,5 @@ def uploads_get(
 ) -> UploadPublic:
     job = upload_jobs(request.app).get(upload_id)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such upload (ids are forgotten on restart)")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such upload")
     return _public(job)
