@@ -153,6 +153,21 @@ def _index_names(database: Database) -> set[str]:
         return {str(r[0]) for r in rows}
 
 
+def _statistics_targets(database: Database) -> dict[str, int | None] | None:
+    """PostgreSQL: the statistics target of ``alerts.src``/``dst`` (-1 or NULL: the default); SQLite:
+    None (no such setting)."""
+    if database.engine.dialect.name != "postgresql":
+        return None
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT attname, attstattarget FROM pg_attribute "
+                "WHERE attrelid = 'alerts'::regclass AND attname IN ('src', 'dst')"
+            )
+        )
+        return {str(name): None if target is None else int(target) for name, target in rows}
+
+
 def test_the_migration_fills_the_kinds_and_downgrades_to_the_old_index(blank: Database) -> None:
     blank.upgrade("0012")
     assert "ix_alerts_search_trgm" in _index_names(blank)
@@ -163,11 +178,13 @@ def test_the_migration_fills_the_kinds_and_downgrades_to_the_old_index(blank: Da
     names = _index_names(blank)
     assert "ix_alerts_address_trgm" in names
     assert "ix_alerts_search_trgm" not in names
+    assert _statistics_targets(blank) in ({"src": 1000, "dst": 1000}, None)
     blank.downgrade("0012")
     assert "alert_kinds" not in inspect(blank.engine).get_table_names()
     names = _index_names(blank)
     assert "ix_alerts_search_trgm" in names
     assert "ix_alerts_address_trgm" not in names
+    assert _statistics_targets(blank) in ({"src": -1, "dst": -1}, {"src": None, "dst": None}, None)
     blank.upgrade()  # the triggers are back: a new alert adds its kind
     ingest_records(
         blank,

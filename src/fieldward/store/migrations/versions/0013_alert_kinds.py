@@ -18,6 +18,14 @@ one (lead's psql run, docs/console/performance.md).
 - SQLite: row triggers ``INSERT ... WHERE NOT EXISTS`` (``title_key`` is the title itself; not ``OR
   IGNORE``, which an outer upsert's conflict clause would override inside the trigger).
 
+The planner's estimate of an address search (``src ILIKE '%10.0.17.%'``, no fixed prefix) comes from
+the column's histogram: with the default 101 entries a text matching 0.6 % of the alerts matched no
+entry, the estimate fell to its floor (410 rows for 10,220), and the page sorted every match instead
+of walking ``ix_alerts_last_ts`` to the first 50 (126-535 ms instead of 27-41 ms on the benchmark's
+1.75M alerts; the four-column index had hidden this behind the title and type arms' estimates). The
+upgrade raises the statistics target of ``src`` and ``dst`` to 1,000 (histograms of 1,001 entries)
+and analyses the table.
+
 The upgrade fills the table from the alerts already stored. Where ``pg_trgm`` is missing the trigram
 index is left out as in 0005 (the search stays correct).
 
@@ -73,6 +81,14 @@ SQLITE_TRIGGERS = {
 }
 
 
+ADDRESS_STATISTICS = 1000
+"""Statistics target of ``alerts.src`` and ``alerts.dst`` (PostgreSQL's default: 100)."""
+
+
+def _statistics(target: int) -> str:
+    return ", ".join(f"ALTER COLUMN {column} SET STATISTICS {int(target)}" for column in NEW_COLUMNS)
+
+
 def _has_trigrams(bind: sa.Connection) -> bool:
     return bool(
         bind.execute(sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")).scalar_one()
@@ -110,6 +126,8 @@ def upgrade() -> None:
                 postgresql_using="gin",
                 postgresql_ops=dict.fromkeys(NEW_COLUMNS, "gin_trgm_ops"),
             )
+        op.execute(sa.text(f"ALTER TABLE alerts {_statistics(ADDRESS_STATISTICS)}"))
+        op.execute(sa.text("ANALYZE alerts"))
         return
     for statement in SQLITE_TRIGGERS.values():
         op.execute(sa.text(statement))
@@ -125,6 +143,7 @@ def downgrade() -> None:
         op.execute(sa.text(f"DROP TRIGGER IF EXISTS {name}" + (" ON alerts" if postgresql else "")))
     if postgresql:
         op.execute(sa.text(f"DROP FUNCTION IF EXISTS {FUNCTION}()"))
+        op.execute(sa.text(f"ALTER TABLE alerts {_statistics(-1)}"))  # -1: the server's default
         if _has_trigrams(bind):
             op.create_index(
                 OLD_INDEX,
