@@ -257,6 +257,51 @@ def test_only_the_newest_finished_jobs_are_kept(console: Console) -> None:
     assert jobs.get(ids[0]) is None
 
 
+def test_a_job_whose_process_died_reads_failed(console: Console) -> None:
+    """A job left running by a process that no longer exists (killed) reads failed; one of a
+    process that exists, or of another host, keeps its state."""
+    import subprocess
+    import sys
+
+    from fieldward.console.jobs import WORKER_GONE
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    rows = {
+        "a" * 32: f"{host}:{dead.pid}",  # gone
+        "b" * 32: f"{host}:{os.getpid()}",  # this process
+        "c" * 32: f"another-host.example:{dead.pid}",  # not this host's to judge
+        "d" * 32: f"{host}:1",  # exists (init): not ours, but alive
+    }
+    with console.database.session() as session:
+        for job_id, worker in rows.items():
+            session.add(
+                UploadJobRow(
+                    id=job_id,
+                    filename="x.pcap",
+                    sensor="upload",
+                    size=1,
+                    created_by="t",
+                    status="running",
+                    worker=worker,
+                    counts={},
+                )
+            )
+    headers = console.bearer(console.tokens["analyst"])
+    states = {
+        job_id: console.client.get(f"/api/v1/uploads/{job_id}", headers=headers).json() for job_id in rows
+    }
+    assert states["a" * 32]["status"] == "failed"
+    assert states["a" * 32]["error"] == WORKER_GONE
+    assert {states[k]["status"] for k in ("b" * 32, "c" * 32, "d" * 32)} == {"running"}
+    with console.database.session() as session:
+        stored = session.get(UploadJobRow, "a" * 32)
+        assert stored is not None
+        assert stored.status == "failed"
+        assert stored.finished is not None
+
+
 # --- the Upload page in a real headless browser (the pattern of test_ui.py) -------------------------
 
 CHROMIUM = os.environ.get("FIELDWARD_CHROMIUM", "/usr/bin/chromium")

@@ -56,6 +56,7 @@ from fieldward.store.ingest import ingest_folder
 __all__ = [
     "DEFAULT_RETENTION_INTERVAL",
     "STOPPED",
+    "WORKER_GONE",
     "JobLock",
     "RetentionJob",
     "UploadJob",
@@ -341,6 +342,8 @@ class UploadJob:
 
 STOPPED = "the console stopped before the analysis"
 """The error of a job its process did not finish because the console stopped."""
+WORKER_GONE = "the console process analysing this capture ended without finishing it"
+"""The error of a job whose process died (killed, out of memory) before it finished."""
 _FINISHED = ("done", "failed")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 """A job id: ``uuid.uuid4().hex``."""
@@ -356,9 +359,11 @@ class UploadJobs:
     Of the finished jobs the newest ``keep`` are kept (older rows are deleted on each submit).
     :meth:`shutdown` marks the jobs this object still had queued or running ``failed``.
 
-    Known limit: a process that dies without its shutdown (killed, out of memory, power loss) leaves
-    its running and queued jobs ``running`` / ``queued`` for good; no other process takes them over
-    (the capture was on that process's disk) and nothing marks them failed.
+    A process that dies without its shutdown (killed, out of memory) cannot fail its own jobs: when
+    :meth:`get` reads a queued or running job of a process on this host that no longer exists, it
+    marks the job failed (:data:`WORKER_GONE`). Known limit: a job of a process on another host (or
+    of a machine that lost power and rebooted with a new process on that pid) stays queued/running;
+    no other process takes it over (the capture was on that process's disk).
     """
 
     def __init__(
@@ -445,12 +450,23 @@ class UploadJobs:
 
     def get(self, job_id: str) -> UploadJob | None:
         """The job ``job_id`` as the database has it (whichever process runs it), or None (also for
-        what is no job id: not 32 hex digits, e.g. a NUL PostgreSQL would refuse)."""
+        what is no job id: not 32 hex digits, e.g. a NUL PostgreSQL would refuse). A queued or
+        running job whose process on this host is gone is marked failed first."""
         if _JOB_ID.fullmatch(job_id) is None:
             return None
         with self.database.session() as session:
             row = session.get(UploadJobRow, job_id)
-            return None if row is None else self._job(row)
+            if row is None:
+                return None
+            job = self._job(row)
+            worker = row.worker
+        if job.status in ("queued", "running") and _worker_gone(worker):
+            job.status, job.error, job.finished = "failed", WORKER_GONE, dt.datetime.now(dt.UTC)
+            if self._record(job, only=("queued", "running")) is False:
+                with self.database.session() as session:  # finished meanwhile: as stored
+                    row = session.get(UploadJobRow, job_id)
+                    return None if row is None else self._job(row)
+        return job
 
     def _job(self, row: UploadJobRow) -> UploadJob:
         return UploadJob(
@@ -625,6 +641,24 @@ class UploadJobs:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             reason = lines[-1] if lines else f"the analysis ended with exit code {process.returncode}"
             raise FieldWardError(reason.removeprefix("fieldward: error: "))
+
+
+def _worker_gone(worker: str) -> bool:
+    """True when ``worker`` (``hostname:pid``) names a process of this host that no longer exists.
+    Another host's process, this process and a pid that exists (perhaps reused) are not gone."""
+    host, _, pid_text = worker.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid in (0, os.getpid()):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
 
 
 def _status(value: str) -> UploadStatus:
