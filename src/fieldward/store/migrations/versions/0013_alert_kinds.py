@@ -69,15 +69,11 @@ PG_TRIGGERS = {
     "alert_kinds_update": f"""CREATE TRIGGER alert_kinds_update AFTER UPDATE ON alerts
         REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}()""",
 }
+SQLITE_ADD_KIND = """INSERT INTO alert_kinds (type, title, title_key) SELECT NEW.type, NEW.title, NEW.title
+        WHERE NOT EXISTS (SELECT 1 FROM alert_kinds WHERE type = NEW.type AND title_key = NEW.title);"""
 SQLITE_TRIGGERS = {
-    "alert_kinds_insert": """CREATE TRIGGER alert_kinds_insert AFTER INSERT ON alerts BEGIN
-        INSERT INTO alert_kinds (type, title, title_key) SELECT NEW.type, NEW.title, NEW.title
-        WHERE NOT EXISTS (SELECT 1 FROM alert_kinds WHERE type = NEW.type AND title_key = NEW.title);
-        END""",
-    "alert_kinds_update": """CREATE TRIGGER alert_kinds_update AFTER UPDATE OF type, title ON alerts BEGIN
-        INSERT INTO alert_kinds (type, title, title_key) SELECT NEW.type, NEW.title, NEW.title
-        WHERE NOT EXISTS (SELECT 1 FROM alert_kinds WHERE type = NEW.type AND title_key = NEW.title);
-        END""",
+    name: f"CREATE TRIGGER {name} AFTER {event} ON alerts BEGIN {SQLITE_ADD_KIND} END"
+    for name, event in (("alert_kinds_insert", "INSERT"), ("alert_kinds_update", "UPDATE OF type, title"))
 }
 
 
@@ -89,10 +85,23 @@ def _statistics(target: int) -> str:
     return ", ".join(f"ALTER COLUMN {column} SET STATISTICS {int(target)}" for column in NEW_COLUMNS)
 
 
-def _has_trigrams(bind: sa.Connection) -> bool:
-    return bool(
-        bind.execute(sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")).scalar_one()
-    )
+def _search_index(bind: sa.Connection, name: str, columns: Sequence[str]) -> None:
+    """The alert search index ``name`` on ``columns``: trigram GIN on PostgreSQL (left out without
+    ``pg_trgm``, as in 0005), an empty partial index (``WHERE 0``) on SQLite."""
+    if bind.dialect.name != "postgresql":
+        op.execute(sa.text(f"CREATE INDEX {name} ON alerts ({', '.join(columns)}) WHERE 0"))
+        return
+    trigrams = bind.execute(
+        sa.text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'")
+    ).scalar_one()
+    if trigrams:
+        op.create_index(
+            name,
+            "alerts",
+            list(columns),
+            postgresql_using="gin",
+            postgresql_ops=dict.fromkeys(columns, "gin_trgm_ops"),
+        )
 
 
 def upgrade() -> None:
@@ -115,24 +124,13 @@ def upgrade() -> None:
     )
     if postgresql:
         op.execute(sa.text(PG_FUNCTION))
-        for statement in PG_TRIGGERS.values():
-            op.execute(sa.text(statement))
-        op.execute(sa.text(f"DROP INDEX IF EXISTS {OLD_INDEX}"))
-        if _has_trigrams(bind):
-            op.create_index(
-                NEW_INDEX,
-                "alerts",
-                list(NEW_COLUMNS),
-                postgresql_using="gin",
-                postgresql_ops=dict.fromkeys(NEW_COLUMNS, "gin_trgm_ops"),
-            )
-        op.execute(sa.text(f"ALTER TABLE alerts {_statistics(ADDRESS_STATISTICS)}"))
-        op.execute(sa.text("ANALYZE alerts"))
-        return
-    for statement in SQLITE_TRIGGERS.values():
+    for statement in (PG_TRIGGERS if postgresql else SQLITE_TRIGGERS).values():
         op.execute(sa.text(statement))
     op.execute(sa.text(f"DROP INDEX IF EXISTS {OLD_INDEX}"))
-    op.execute(sa.text(f"CREATE INDEX {NEW_INDEX} ON alerts ({', '.join(NEW_COLUMNS)}) WHERE 0"))
+    _search_index(bind, NEW_INDEX, NEW_COLUMNS)
+    if postgresql:
+        op.execute(sa.text(f"ALTER TABLE alerts {_statistics(ADDRESS_STATISTICS)}"))
+        op.execute(sa.text("ANALYZE alerts"))
 
 
 def downgrade() -> None:
@@ -144,14 +142,5 @@ def downgrade() -> None:
     if postgresql:
         op.execute(sa.text(f"DROP FUNCTION IF EXISTS {FUNCTION}()"))
         op.execute(sa.text(f"ALTER TABLE alerts {_statistics(-1)}"))  # -1: the server's default
-        if _has_trigrams(bind):
-            op.create_index(
-                OLD_INDEX,
-                "alerts",
-                list(OLD_COLUMNS),
-                postgresql_using="gin",
-                postgresql_ops=dict.fromkeys(OLD_COLUMNS, "gin_trgm_ops"),
-            )
-    else:
-        op.execute(sa.text(f"CREATE INDEX {OLD_INDEX} ON alerts ({', '.join(OLD_COLUMNS)}) WHERE 0"))
+    _search_index(bind, OLD_INDEX, OLD_COLUMNS)
     op.drop_table("alert_kinds")
