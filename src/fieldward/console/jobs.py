@@ -441,9 +441,7 @@ class UploadJobs:
             if not closed:
                 self._pending.add(job.id)
         if closed:  # submitted while the console stops: no worker thread will take it
-            job.status, job.error, job.finished = "failed", STOPPED, dt.datetime.now(dt.UTC)
-            self._record(job, only=("queued",))
-            shutil.rmtree(job.path.parent, ignore_errors=True)
+            self._fail_unstarted(job)
             return job
         self._queue.put(job)
         return job
@@ -542,12 +540,16 @@ class UploadJobs:
     def _work(self) -> None:
         while (job := self._queue.get()) is not None:
             if self._closed:
-                job.status, job.error = "failed", STOPPED
-                job.finished = dt.datetime.now(dt.UTC)
-                self._record(job, only=("queued",))
-                shutil.rmtree(job.path.parent, ignore_errors=True)
+                self._fail_unstarted(job)
                 continue
             self._run(job)
+
+    def _fail_unstarted(self, job: UploadJob) -> None:
+        """``job`` will not be analysed because the console stops: failed (:data:`STOPPED`) unless
+        its row has moved on, and its files removed."""
+        job.status, job.error, job.finished = "failed", STOPPED, dt.datetime.now(dt.UTC)
+        self._record(job, only=("queued",))
+        shutil.rmtree(job.path.parent, ignore_errors=True)
 
     def _run(self, job: UploadJob) -> None:
         job.status = "running"
@@ -566,13 +568,12 @@ class UploadJobs:
                 job.error = _user_text(job, f"analysis failed ({type(exc).__name__}: {exc})")
                 job.status = "failed"
             job.finished = dt.datetime.now(dt.UTC)
-            # The files go before the outcome is visible: a finished job has left nothing behind.
-            shutil.rmtree(job.path.parent, ignore_errors=True)
-            self._record(job, only=("queued", "running"))  # queued: its start was not recorded
         finally:
             with self._lock:
                 self._pending.discard(job.id)
+            # The files go before the outcome is visible: a finished job has left nothing behind.
             shutil.rmtree(job.path.parent, ignore_errors=True)
+        self._record(job, only=("queued", "running"))  # queued: its start was not recorded
 
     def _analyse(self, job: UploadJob) -> dict[str, int]:
         with job.path.open("rb") as handle:
