@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from fieldward.console.api.cache import NOT_MODIFIED, bump_data_version, cached_page
 from fieldward.console.api.deps import (
@@ -134,16 +134,18 @@ def text_filter(session: Session, text: str) -> ColumnElement[bool]:
     scan. Texts of one or two characters have no trigram and scan the addresses on both.
     """
     pattern = _like(text)
-    addresses = (Alert.src.ilike(pattern, escape="\\"), Alert.dst.ilike(pattern, escape="\\"))
+
+    def holds(column: QueryableAttribute[Any]) -> ColumnElement[bool]:
+        return column.ilike(pattern, escape="\\")
+
+    addresses = (holds(Alert.src), holds(Alert.dst))
     kinds = session.execute(
         select(AlertKind.type, AlertKind.title)
-        .where(or_(AlertKind.title.ilike(pattern, escape="\\"), AlertKind.type.ilike(pattern, escape="\\")))
+        .where(or_(holds(AlertKind.title), holds(AlertKind.type)))
         .limit(KIND_LIMIT + 1)
     ).all()
     if len(kinds) > KIND_LIMIT:
-        return or_(
-            Alert.title.ilike(pattern, escape="\\"), Alert.type.ilike(pattern, escape="\\"), *addresses
-        )
+        return or_(holds(Alert.title), holds(Alert.type), *addresses)
     titles: dict[str, list[str]] = {}
     for kind_type, title in kinds:
         titles.setdefault(kind_type, []).append(title)
