@@ -632,6 +632,7 @@ def measure_pages(
     mix: dict[str, list[str]],
     captured: Any,
     ingest: BackgroundIngest | None,
+    meter: CpuMeter,
 ) -> None:
     print(
         f"uvicorn, {args.workers} workers; {args.clients} closed-loop clients ({args.load}), "
@@ -657,16 +658,24 @@ def measure_pages(
                     floor = asyncio.run(sql_load(args.dsn, statements, args.clients, args.seconds))
                 floor_ingest = ingest.line()
             else:
+                before = meter.read()
                 api = _load(args.load, base, viewer, requests, args.clients, args.seconds)
+                used = [after - start for after, start in zip(meter.read(), before, strict=True)]
                 floor = asyncio.run(sql_load(args.dsn, statements, args.clients, args.seconds))
             print(api.line(f"{page} (console)"))
+            sent = api.count if isinstance(api, WrkFigures) else len(api.latencies)
+            if kind != "ingest" and used[0] and sent:
+                print(
+                    f"    CPU per request: console {used[0] / sent * 1e3:.2f} ms, PostgreSQL "
+                    + (f"{used[1] / sent * 1e3:.2f} ms" if used[1] else "not measured (remote)")
+                    + ("" if args.load == "wrk" else f", load generator {used[2] / sent * 1e3:.2f} ms")
+                )
             if kind == "ingest":
                 print(api_ingest)
             print(floor.line(f"{page} (same SQL, psycopg)"))
             if kind == "ingest":
                 print(floor_ingest)
             if kind == "distinct":
-                sent = api.count if isinstance(api, WrkFigures) else len(api.latencies)
                 note = "each once" if sent <= len(requests) else "SOME REPEATED: raise the count"
                 print(f"    {sent:,} requests over {len(requests):,} distinct pages ({note})")
             print(
@@ -866,6 +875,8 @@ def main() -> None:
         ]  # fmt: skip
         server = subprocess.Popen(command, env=env, start_new_session=True)
         _wait(base)
+        host = make_url(url).host
+        meter = CpuMeter(server.pid, host in (None, "", "127.0.0.1", "localhost", "::1"))
         if args.only != "ingest":
             background = None
             if "ingest" in args.mixes:
@@ -873,10 +884,8 @@ def main() -> None:
                 prefix = 0xC0 + os.getpid() % 0x20  # apart from measure_ingest's device keys
                 records = ingest_records_set(prefix, random.Random(11), counts)
                 background = BackgroundIngest(base, sensor_tokens[0], records)
-            measure_pages(args, base, viewer, mix, captured, background)
+            measure_pages(args, base, viewer, mix, captured, background, meter)
         if args.only != "pages":
-            host = make_url(url).host
-            meter = CpuMeter(server.pid, host in (None, "", "127.0.0.1", "localhost", "::1"))
             measure_ingest(args, db, base, sensor_tokens, meter)
         db.dispose()
     finally:

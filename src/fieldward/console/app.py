@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fieldward import __version__
 from fieldward.console import models as _console_models  # noqa: F401  (registers ingest_batches)
 from fieldward.console.api.deps import CountCache
-from fieldward.console.api.routes import API_PREFIX, api_router
+from fieldward.console.api.routes import API_PREFIX, ROUTERS
 from fieldward.console.api.routes.uploads import UPLOADS_PATH, upload_limit
 from fieldward.console.jobs import JobLock, RetentionJob, shared_store, upload_jobs
 from fieldward.console.security import LoginLimiter, generate_password, hash_password
@@ -398,7 +398,12 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.state.first_admin_password = None
     attempts, window = settings.login_rate
     app.state.login_limiter = LoginLimiter(attempts, window, database=database)
-    app.include_router(api_router(), prefix=API_PREFIX)
+    # Each domain's router on the app itself, not under one /api/v1 router: FastAPI (0.16x) matches
+    # an included router lazily, twice per level (to find the route, then to run it), so a level less
+    # is 50-190 µs less CPU per API request (docs/console/performance.md, seventh round). The same
+    # routes in the same order: the OpenAPI document is unchanged.
+    for domain in ROUTERS:
+        app.include_router(domain, prefix=API_PREFIX)
     app.state.trust = None
     if trust is not None:
         mount_trust(app, trust)  # /.well-known/est, /trust, /updates: before the UI's catch-all

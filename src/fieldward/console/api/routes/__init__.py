@@ -30,7 +30,7 @@ from fieldward.console.api.routes import (
     vulnerabilities,
 )
 
-__all__ = ["API_PREFIX", "ROUTERS", "api_router"]
+__all__ = ["API_PREFIX", "ROUTERS"]
 
 API_PREFIX = "/api/v1"
 ROUTERS: list[APIRouter] = [
@@ -55,11 +55,3 @@ ROUTERS: list[APIRouter] = [
     transport.router,
 ]
 """The mounted routers, in the order of the OpenAPI document."""
-
-
-def api_router() -> APIRouter:
-    """One router holding every domain's router (mounted at :data:`API_PREFIX`)."""
-    router = APIRouter()
-    for domain in ROUTERS:
-        router.include_router(domain)
-    return router
