@@ -9,14 +9,16 @@ fill the table from stored alerts and give the old index back on downgrade.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select, text, update
+from sqlalchemy import delete, inspect, select, text, update
 
+from fieldward.console.api.cache import bump_data_version
 from fieldward.console.api.routes import alerts as alert_routes
 from fieldward.store.database import Database
 from fieldward.store.ingest import ingest_records
@@ -126,9 +128,11 @@ def test_the_kinds_follow_every_writer_of_alerts(any_console: Console) -> None:
     with console.database.session() as session:
         session.execute(update(Alert).where(Alert.alert_key == "orm-1").values(title="Retitled"))
     assert _search(console, "retitled") == {"orm-1"}
-    # The stale kind matches no alert (another spelling: the list cache keeps a page 2 s after a write
-    # that bypasses the console, api/cache.py).
+    # The old kind is gone (revision 0015) and matches nothing (another spelling: the list cache keeps
+    # a page 2 s after a write that bypasses the console, api/cache.py).
+    assert ("orm.kind", "Written by hand") not in _kinds(console.database)
     assert _search(console, "BY HAND") == set()
+    _stored_kinds_match_alerts(console.database)  # on SQLite the counts too, after upserts
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -193,3 +197,215 @@ def test_the_migration_fills_the_kinds_and_downgrades_to_the_old_index(blank: Da
         [_alert("a9", "vendor.delta", "After the round trip", "10.1.1.1", "10.1.1.2")],
     )
     assert ("vendor.delta", "After the round trip") in _kinds(blank)
+
+
+# Pruning (revision 0015): a kind leaves alert_kinds with the last alert that has it.
+
+
+def _delete_alerts(database: Database, *keys: str) -> None:
+    """Delete alerts by key with one statement outside the console (as a script or a retention would),
+    then let the console's list pages know (api/cache.py keeps a page 2 s after a bypassing write)."""
+    with database.session() as session:
+        session.execute(delete(Alert).where(Alert.alert_key.in_(keys)))
+    bump_data_version(database)
+
+
+def _search_equals_substring(console: Console, records: list[dict[str, Any]]) -> None:
+    for q in QUERIES:
+        assert _search(console, q) == _expected(records, q), q
+
+
+def _stored_kinds_match_alerts(database: Database) -> None:
+    """alert_kinds holds exactly the kinds of the stored alerts (and on SQLite the right counts)."""
+    with database.session() as session:
+        pairs = session.execute(select(Alert.type, Alert.title)).all()
+        counted: dict[tuple[str, str], int] = {}
+        for type_, title in pairs:
+            counted[(type_, title)] = counted.get((type_, title), 0) + 1
+        kinds = {(k.type, k.title): k.alerts for k in session.scalars(select(AlertKind))}
+    assert set(kinds) == set(counted)
+    if database.engine.dialect.name == "sqlite":
+        assert kinds == counted
+    else:
+        assert set(kinds.values()) <= {None}
+
+
+def test_deleting_the_last_alert_of_a_kind_removes_the_kind(any_console: Console) -> None:
+    _push(any_console, ALERTS)
+    # a1 and a3 share the type, not the title: kinds are pairs; a2 and a3 share the title.
+    _delete_alerts(any_console.database, "a1")
+    kinds = _kinds(any_console.database)
+    assert ("vendor.alpha", "Pump override") not in kinds
+    assert ("vendor.alpha", "Valve check") in kinds
+    _stored_kinds_match_alerts(any_console.database)
+    _search_equals_substring(any_console, ALERTS[1:])
+    _delete_alerts(any_console.database, "a3", "a4")  # one statement, two kinds gone
+    remaining = [ALERTS[1], ALERTS[4]]
+    assert _kinds(any_console.database) == {(a["type"], a["title"]) for a in remaining}
+    _stored_kinds_match_alerts(any_console.database)
+    _search_equals_substring(any_console, remaining)
+
+
+def test_deleting_one_of_two_alerts_of_a_kind_keeps_the_kind(any_console: Console) -> None:
+    twin = _alert("a1-twin", "vendor.alpha", "Pump override", "10.0.0.7", "10.0.0.9")
+    records = [*ALERTS, twin]
+    _push(any_console, records)
+    _delete_alerts(any_console.database, "a1")
+    assert ("vendor.alpha", "Pump override") in _kinds(any_console.database)
+    _stored_kinds_match_alerts(any_console.database)
+    _search_equals_substring(any_console, [r for r in records if r["id"] != "a1"])
+    _delete_alerts(any_console.database, "a1-twin")
+    assert ("vendor.alpha", "Pump override") not in _kinds(any_console.database)
+    _stored_kinds_match_alerts(any_console.database)
+
+
+def test_a_new_title_of_the_only_alert_of_a_kind_replaces_the_kind(any_console: Console) -> None:
+    console = any_console
+    _push(console, ALERTS)
+    # Ingestion: a newer report of a1 with another title (the upsert's UPDATE).
+    renamed = {**ALERTS[0], "title": "Pump override (renamed)", "last_ts": "2026-12-01T09:00:00Z"}
+    _push(console, [renamed])
+    kinds = _kinds(console.database)
+    assert ("vendor.alpha", "Pump override (renamed)") in kinds
+    assert ("vendor.alpha", "Pump override") not in kinds
+    # SQL: a new title and a new type by an UPDATE statement; the same title again changes nothing.
+    with console.database.session() as session:
+        session.execute(update(Alert).where(Alert.alert_key == "a2").values(title="Valve audit"))
+        session.execute(update(Alert).where(Alert.alert_key == "a5").values(type="policy.renamed"))
+        session.execute(update(Alert).where(Alert.alert_key == "a3").values(title="Valve check"))
+    bump_data_version(console.database)
+    records = [renamed, {**ALERTS[1], "title": "Valve audit"}, *ALERTS[2:4],
+               {**ALERTS[4], "type": "policy.renamed"}]  # fmt: skip
+    assert _kinds(console.database) == {(a["type"], a["title"]) for a in records}
+    _stored_kinds_match_alerts(console.database)
+    _search_equals_substring(console, records)
+    assert _search(console, "audit") == {"a2"}
+    assert _search(console, "new_comm") == set()
+
+
+def test_a_retention_delete_of_old_closed_alerts_prunes_their_kinds(any_console: Console) -> None:
+    """The console has no alert retention of its own yet (``apply_retention`` removes columnar day
+    partitions); this is the bulk statement one would run: closed alerts last seen before a cutoff."""
+    console = any_console
+    old = [_alert(f"old-{i}", f"vendor.old{i % 3}", f"Old kind {i % 4}", "10.2.0.1", "10.2.0.2")
+           for i in range(60)]  # fmt: skip
+    for record in old[:50]:
+        record["status"] = "closed"
+    records = [*ALERTS, *old]
+    _push(console, records)
+    with console.database.session() as session:
+        session.execute(update(Alert).where(Alert.alert_key.in_(["a2", "a3"])).values(status="closed"))
+        session.execute(
+            update(Alert).where(Alert.alert_key.like("old-%")).values(last_ts=START - dt.timedelta(days=400))
+        )
+        deleted = session.execute(
+            delete(Alert)
+            .where(Alert.status == "closed", Alert.last_ts < START - dt.timedelta(days=90))
+            .returning(Alert.id)
+        ).all()
+    bump_data_version(console.database)
+    assert len(deleted) == 50
+    kept = [*ALERTS, *old[50:]]
+    assert _kinds(console.database) == {(a["type"], a["title"]) for a in kept}
+    _stored_kinds_match_alerts(console.database)
+    _search_equals_substring(console, kept)
+
+
+def test_removing_a_sensor_prunes_the_kinds_only_it_had(any_console: Console) -> None:
+    console = any_console
+    _push(console, ALERTS)
+    other = [_alert("b1", "vendor.alpha", "Pump override", "10.3.0.1", "10.3.0.2"),
+             _alert("b2", "vendor.other", "Only sensor two", "10.3.0.1", "10.3.0.3")]  # fmt: skip
+    ingest_records(console.database, "sensor-2", "alerts", other)
+    with console.database.session() as session:
+        sensor_id = session.scalar(select(Sensor.id).where(Sensor.name == "sensor-1"))
+    response = console.client.delete(
+        f"/api/v1/sensors/{sensor_id}", headers=console.bearer(console.tokens["admin"])
+    )
+    assert response.status_code == 200, response.text
+    # sensor-1's alerts went by the foreign key's cascade; the kind b1 shares with a1 stays.
+    assert _kinds(console.database) == {(a["type"], a["title"]) for a in other}
+    _stored_kinds_match_alerts(console.database)
+    _search_equals_substring(console, other)
+
+
+def test_a_prune_waits_for_a_writer_that_adds_an_alert_of_the_kind(pg_factory: Any) -> None:
+    """PostgreSQL: deleting the last stored alert of a kind while another transaction inserts one of
+    the same kind must keep the kind (the insert trigger holds the kind row, the prune waits and then
+    sees the committed alert)."""
+    database = Database(pg_factory())
+    try:
+        database.upgrade()
+        ingest_records(database, "sensor-m", "alerts", ALERTS[:1])
+        with database.session() as session:
+            sensor_id = session.scalar(select(Sensor.id).where(Sensor.name == "sensor-m"))
+        writer = database.engine.connect()
+        writer.begin()
+        writer.execute(
+            text(
+                "INSERT INTO alerts (sensor_id, alert_key, engine, type, title, description, severity, "
+                "severity_rank, status, count, explanation, recommendation, mitre, evidence, details) "
+                "VALUES (:sensor, 'a1-new', 'vendor', 'vendor.alpha', 'Pump override', '', 'high', 3, "
+                "'new', 1, '', '', '[]', '[]', '{}')"
+            ),
+            {"sensor": sensor_id},
+        )
+        outcome: list[BaseException | None] = []
+
+        def prune() -> None:
+            try:
+                with database.session() as session:
+                    session.execute(delete(Alert).where(Alert.alert_key == "a1"))
+                outcome.append(None)
+            except BaseException as exc:  # handed to the test's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=prune)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waiting for the writer's lock on the kind
+        writer.commit()
+        writer.close()
+        thread.join(10)
+        assert outcome == [None]
+        assert _kinds(database) == {("vendor.alpha", "Pump override")}
+    finally:
+        database.dispose()
+
+
+def _kind_rows(database: Database) -> set[tuple[str, str]]:
+    """The kinds by plain SQL (the model's ``alerts`` column does not exist before revision 0015)."""
+    with database.engine.connect() as connection:
+        return {(str(t), str(n)) for t, n in connection.execute(text("SELECT type, title FROM alert_kinds"))}
+
+
+def _delete_keys(database: Database, *keys: str) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(delete(Alert).where(Alert.alert_key.in_(keys)))
+
+
+def test_the_prune_migration_round_trip(blank: Database) -> None:
+    blank.upgrade("0014")
+    ingest_records(blank, "sensor-m", "alerts", ALERTS)
+    _delete_keys(blank, "a1")  # before 0015 the kind stays
+    assert ("vendor.alpha", "Pump override") in _kind_rows(blank)
+    blank.upgrade()  # ... and the upgrade removes it, and counts the others on SQLite
+    assert _kind_rows(blank) == {(a["type"], a["title"]) for a in ALERTS[1:]}
+    _stored_kinds_match_alerts(blank)
+    _delete_keys(blank, "a3")
+    assert ("vendor.alpha", "Valve check") not in _kind_rows(blank)
+    _stored_kinds_match_alerts(blank)
+    blank.downgrade("0014")
+    columns = {c["name"] for c in inspect(blank.engine).get_columns("alert_kinds")}
+    assert "alerts" not in columns
+    _delete_keys(blank, "a2")  # 0013's triggers only: no prune, but kinds are still added
+    assert ("vendor.beta", "Valve check") in _kind_rows(blank)
+    ingest_records(
+        blank, "sensor-m", "alerts", [_alert("a9", "vendor.delta", "Round trip", "1.1.1.1", "1.1.1.2")]
+    )
+    assert ("vendor.delta", "Round trip") in _kind_rows(blank)
+    blank.upgrade()
+    _stored_kinds_match_alerts(blank)
+    _delete_keys(blank, "a9", "a4")
+    assert _kind_rows(blank) == {(ALERTS[4]["type"], ALERTS[4]["title"])}
+    _stored_kinds_match_alerts(blank)

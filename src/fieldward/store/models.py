@@ -358,9 +358,11 @@ class AlertKind(Base):
 
     Triggers of revision 0013 add the kind of every inserted or updated alert, whoever writes it
     (sensor ingestion, tests, SQL): on PostgreSQL one statement-level trigger per statement (transition
-    tables), on SQLite a row trigger. Kinds are never removed with their alerts: a kind without alerts
-    matches nothing. ``title_key`` is what the unique constraint compares: ``md5(title)`` on PostgreSQL
-    (a b-tree entry holds at most ~2.7 kB, a sensor's title may be longer), the title on SQLite.
+    tables), on SQLite a row trigger. Triggers of revision 0015 remove a kind with the last alert that
+    has it (deleted, or retitled/retyped): on PostgreSQL per statement, one ``NOT EXISTS`` per distinct
+    old kind; on SQLite per row, through the count in ``alerts``. ``title_key`` is what the unique
+    constraint compares: ``md5(title)`` on PostgreSQL (a b-tree entry holds at most ~2.7 kB, a sensor's
+    title may be longer), the title on SQLite.
     """
 
     __tablename__ = "alert_kinds"
@@ -370,6 +372,9 @@ class AlertKind(Base):
     type: Mapped[str] = mapped_column(String(128))
     title: Mapped[str] = mapped_column(Text)
     title_key: Mapped[str] = mapped_column(Text)
+    alerts: Mapped[int | None] = mapped_column(Integer)
+    """SQLite: how many alerts have this kind (kept by the row triggers; the kind goes at 0). NULL on
+    PostgreSQL, where concurrent writers would queue on the counts: it checks ``NOT EXISTS`` instead."""
 
 
 class AlertEvent(Base):
