@@ -66,7 +66,8 @@ class TransportWorker(Base):
     stream: Mapped[str] = mapped_column(String(64))
     durable: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))
-    """``running`` or ``stopped`` (a killed worker stays ``running``: its ``last_seen`` ages)."""
+    """``running`` or ``stopped`` as the worker wrote it (a killed worker stays ``running``: its
+    ``last_seen`` ages; the console's API shows such a row ``stale``, routes/transport.py)."""
     started: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     report_every: Mapped[float] = mapped_column(Float)

@@ -11,12 +11,16 @@ batch applied twice a ``duplicate``, and a dead letter leaves the table only onc
 stored. Or discards one. Both are audited.
 
 ``GET /transport/workers`` lists the workers from ``transport_workers``, which each worker updates
-every ``--report-every`` seconds and when it stops (no NATS connection needed here either).
+every ``--report-every`` seconds and when it stops (no NATS connection needed here either). A killed
+worker cannot say it stopped: its row stays ``running`` while its ``last_seen`` ages, so the answer
+derives ``stale`` for a ``running`` row not updated for more than :data:`STALE_REPORTS` of the
+worker's own report intervals (the stored row is not changed).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -59,6 +63,18 @@ CodeFilter = Annotated[
 ]
 RETRY_LIMIT = 500
 """Most dead letters applied again by one bulk retry (each is a batch of up to thousands of records)."""
+STALE_REPORTS = 3
+"""A ``running`` worker whose ``last_seen`` is older than this many of its report intervals
+(``report_every``, the worker's ``--report-every``) is shown ``stale`` (killed, hung or cut off)."""
+
+
+def worker_state(row: TransportWorker, now: dt.datetime) -> Literal["running", "stale", "stopped"]:
+    """The state the API shows for a worker row: ``stopped`` as stored; ``running`` while it reports,
+    ``stale`` once it has missed :data:`STALE_REPORTS` report intervals."""
+    if row.state != "running":
+        return "stopped"
+    silent = (now - row.last_seen).total_seconds()
+    return "running" if silent <= STALE_REPORTS * row.report_every else "stale"
 
 
 @router.get(
@@ -79,15 +95,12 @@ def list_workers(
     ).all()  # one row per worker process of the last week: a short list
     items = []
     for row in rows:
-        living = row.state == "running" and (now - row.last_seen).total_seconds() <= 3 * row.report_every
+        state = worker_state(row, now)
+        living = state == "running"
         if alive is None or living == alive:
             items.append(
                 WorkerPublic.model_validate(
-                    {
-                        **{c: getattr(row, c) for c in WORKER_COLUMNS},
-                        "state": "running" if row.state == "running" else "stopped",
-                        "alive": living,
-                    }
+                    {**{c: getattr(row, c) for c in WORKER_COLUMNS}, "state": state, "alive": living}
                 )
             )
     return Page[WorkerPublic](

@@ -70,8 +70,12 @@ class WorkerPublic(OutputModel):
     name: str = Field(description="<host>:<pid>-<random>, or the worker's --name")
     stream: str
     durable: str
-    state: Literal["running", "stopped"]
-    alive: bool = Field(description="running and reported within three report intervals")
+    state: Literal["running", "stale", "stopped"] = Field(
+        description="stopped: it said so as it stopped; running: it reported within three report "
+        "intervals (report_every); stale: its row still says running but it has not reported for "
+        "longer than that (killed, hung or cut off from the database; derived, not stored)"
+    )
+    alive: bool = Field(description="state is running")
     started: dt.datetime
     last_seen: dt.datetime
     report_every: float = Field(description="Seconds between two reports while it runs")
