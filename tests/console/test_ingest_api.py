@@ -221,6 +221,28 @@ def test_text_is_cleaned_in_every_text_column_and_only_there(any_console: Consol
     assert hostname == "plc\ufffdone"
 
 
+def test_integers_beyond_64_bits_keep_their_value(any_console: Console) -> None:
+    """orjson, which parses the batches, reads an integer past 2**64 - 1 as a float: such a body is
+    parsed by ``json`` instead, and stored as sent (PostgreSQL: written by ``json``, not orjson,
+    which cannot write it)."""
+    console = any_console
+    client = console.new_client()
+    big = 2**70 + 1  # not a float's value: a float would round it
+    alert = {"id": "big-1", "type": "t", "title": "x", "details": {"register": big, "serial": "1" * 25}}
+    body = json.dumps({"batch_id": str(uuid.uuid4()), "records": [alert]})  # exact digits
+    pushed = client.post(
+        "/api/v1/ingest/alerts",
+        content=body,
+        headers={**console.bearer(console.sensor_token), "Content-Type": "application/json"},
+    )
+    assert pushed.status_code == 200, pushed.text
+    assert pushed.json()["status"] == "applied"
+    with console.database.session() as session:
+        details = session.scalar(select(Alert.details).where(Alert.alert_key == "big-1"))
+    assert details == {"register": big, "serial": "1" * 25}
+    assert type(details["register"]) is int
+
+
 def test_the_collector_is_paused_from_parsing_to_answer(
     console: Console, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
+import math
 import shutil
 import threading
 from pathlib import Path
@@ -404,6 +405,31 @@ def test_hostile_and_malformed_records(db: Database) -> None:
         assert rows["mac:02:00:00:00:00:01"].hostname == "nul\ufffdbyte"
         assert rows["mac:02:00:00:00:00:05"].facts == {"x": [HOSTILE, huge]}
         assert rows["mac:02:00:00:00:00:05"].device_type == "t" * 64
+
+
+def test_json_values_orjson_cannot_write_are_stored(db: Database) -> None:
+    """An integer beyond 64 bits in a JSON column (orjson refuses to write it) is written by
+    ``json``; non-finite floats beside it become null, as orjson writes them. On PostgreSQL this
+    failed the whole batch (the COPY aborted the transaction)."""
+    alert = {
+        "id": "a1",
+        "type": "t.x",
+        "title": "T",
+        "details": {"big": 2**70, "ratio": float("nan"), 7: "int key"},
+        "evidence": [{"n": -(2**65)}, float("inf")],
+    }
+    report = ingest_records(db, "s", "alerts", [alert])
+    assert report.written["alerts"] == 1
+    with db.session() as session:
+        stored = session.execute(select(Alert.details, Alert.evidence)).one()
+    ratio, infinite = stored.details.pop("ratio"), stored.evidence.pop()
+    assert stored.details == {"big": 2**70, "7": "int key"}
+    assert stored.evidence == [{"n": -(2**65)}]
+    if db.dialect == "postgresql":  # its json type refuses NaN and Infinity: null, as orjson writes
+        assert (ratio, infinite) == (None, None)
+    else:  # SQLite keeps what json.dumps writes (SQLAlchemy's JSON type)
+        assert math.isnan(ratio)
+        assert infinite == float("inf")
 
 
 def test_bad_lines_of_alerts_jsonl_are_counted(db: Database, tmp_path: Path) -> None:

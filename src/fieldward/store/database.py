@@ -10,7 +10,9 @@ directory.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -33,6 +36,7 @@ __all__ = [
     "alembic_config",
     "data_dir",
     "default_url",
+    "json_loads",
 ]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -126,6 +130,26 @@ def _ping_if_idle(engine: Engine) -> Any:
     return checkout
 
 
+_LONG_INTEGER = re.compile(rb"(?<![\d.eE+])-\d{19,}|(?<![\d.eE+-])\d{20,}")
+"""An integer orjson may read as a float (it does so, silently, below -2**63 and above 2**64 - 1):
+19 digits or more after a minus, 20 or more without, not in a number's fraction or exponent. Digits
+in a string match too (harmless: such text is read by ``json``)."""
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Parse JSON with orjson (3-4 times faster than ``json``), and with ``json`` where orjson would
+    differ: text holding an integer that may not fit 64 bits (orjson would return a float) or text
+    orjson refuses (``NaN``, a lone surrogate). Same values as ``json.loads``; errors are ``json``'s
+    ``ValueError``."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if _LONG_INTEGER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 class Database:
     """One database: its engine, a session factory and its migrations.
 
@@ -138,7 +162,7 @@ class Database:
             self.url: URL = make_url(url if url is not None else default_url())
         except Exception as exc:  # an ArgumentError for a malformed string
             raise DatabaseError(f"not a database URL: {exc}") from None
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "json_deserializer": json_loads}
         backend = self.url.get_backend_name()
         if backend == "sqlite":
             database = self.url.database or ""

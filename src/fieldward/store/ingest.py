@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import math
 import threading
 import time
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from psycopg.pq import TransactionStatus
 from sqlalchemy import (
     JSON,
     Column,
@@ -510,6 +512,12 @@ class _Stage:
         _copy(self.connection, self.table, self.columns, rows)
 
     def drop(self) -> None:
+        """Drop the table (called in ``finally``). After a failed statement the transaction is
+        aborted and rolls back, the table's creation included: nothing to drop, and the original
+        error, not "transaction is aborted", is what propagates."""
+        driver = self.connection.connection.driver_connection
+        if driver is not None and driver.info.transaction_status == TransactionStatus.INERROR:
+            return
         quote = self.connection.dialect.identifier_preparer.quote
         self.connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(self.name)}")
 
@@ -545,7 +553,25 @@ def _copy(
 
 
 def _json_text(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    """A JSON column's text for ``COPY``: orjson; a value orjson cannot write (an integer beyond
+    64 bits, which a pushed record may hold) by ``json``, with non-finite floats as ``null`` as
+    orjson writes them (PostgreSQL's json type refuses ``NaN``)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: "Integer exceeds 64-bit range"
+        return json.dumps(_finite(value), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None and mapping keys as text (orjson's
+    ``OPT_NON_STR_KEYS``), for :func:`json.dumps`."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _lookup(
