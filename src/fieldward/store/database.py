@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,10 +129,12 @@ def _ping_if_idle(engine: Engine) -> Any:
     return checkout
 
 
-_LONG_INTEGER = re.compile(rb"(?<![\d.eE+])-\d{19,}|(?<![\d.eE+-])\d{20,}")
-"""An integer orjson may read as a float (it does so, silently, below -2**63 and above 2**64 - 1):
-19 digits or more after a minus, 20 or more without, not in a number's fraction or exponent. Digits
-in a string match too (harmless: such text is read by ``json``)."""
+_DIGITS_AS_ONES = bytes.maketrans(b"0123456789", b"1111111111")
+_LONG_DIGIT_RUN = b"1" * 19
+"""19 digits in a row (after :data:`_DIGITS_AS_ONES`): where an integer orjson may read as a float can
+be (it does so, silently, below -2**63 and above 2**64 - 1: 19 digits after a minus, 20 without).
+Digits in a string or a long fraction also match: harmless, such text is read by ``json``. One
+``translate`` and one substring search: about 1 ms per MB (a regular expression took 40)."""
 
 
 def json_loads(text: str | bytes) -> Any:
@@ -142,7 +143,7 @@ def json_loads(text: str | bytes) -> Any:
     orjson refuses (``NaN``, a lone surrogate). Same values as ``json.loads``; errors are ``json``'s
     ``ValueError``."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if _LONG_INTEGER.search(data) is None:
+    if _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ONES):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
