@@ -36,6 +36,13 @@ def test_big_integers_stay_integers() -> None:
     assert type(json_loads(str(2**70))) is int
 
 
+def test_not_text_is_a_type_error_as_in_json() -> None:
+    """SQLAlchemy's SQLite JSON type hands over a number SQLite stored as one and expects this."""
+    for value in (0, 1.5, None):
+        with pytest.raises(TypeError):
+            json_loads(value)  # type: ignore[arg-type]
+
+
 def test_errors_are_value_errors() -> None:
     for bad in ("{", b"\xff\xfe", "[1,]", ""):
         with pytest.raises(ValueError):  # noqa: PT011 - json's errors: JSONDecodeError or UnicodeDecodeError

@@ -142,7 +142,12 @@ def json_loads(text: str | bytes) -> Any:
     differ: text holding an integer that may not fit 64 bits (orjson would return a float) or text
     orjson refuses (``NaN``, a lone surrogate). Same values as ``json.loads``; errors are ``json``'s
     ``ValueError``."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if isinstance(text, str):
+        data = text.encode("utf-8", "surrogatepass")
+    elif isinstance(text, bytes | bytearray):
+        data = bytes(text)
+    else:  # json's TypeError (SQLAlchemy's SQLite JSON type relies on it for numbers it stored)
+        return json.loads(text)
     if _LONG_DIGIT_RUN not in data.translate(_DIGITS_AS_ONES):
         try:
             return orjson.loads(data)
