@@ -243,6 +243,24 @@ def test_integers_beyond_64_bits_keep_their_value(any_console: Console) -> None:
     assert type(details["register"]) is int
 
 
+def test_a_lone_surrogate_is_replaced_not_a_500(any_console: Console) -> None:
+    """JSON allows "\\ud800" alone; json (orjson refuses it) reads a string no driver can encode.
+    The batch is applied with U+FFFD in its place and the record counted."""
+    console = any_console
+    client = console.new_client()
+    body = '{"batch_id": "%s", "records": [{"id": "sur-1", "type": "t", "title": "a\\ud800b"}]}'
+    pushed = client.post(
+        "/api/v1/ingest/alerts",
+        content=body.replace("%s", str(uuid.uuid4())),
+        headers={**console.bearer(console.sensor_token), "Content-Type": "application/json"},
+    )
+    assert pushed.status_code == 200, pushed.text
+    assert pushed.json()["weird"] == {"alerts.surrogate_replaced": 1}
+    with console.database.session() as session:
+        title = session.scalar(select(Alert.title).where(Alert.alert_key == "sur-1"))
+    assert title == "a\ufffdb"
+
+
 def test_the_collector_is_paused_from_parsing_to_answer(
     console: Console, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -432,6 +432,33 @@ def test_json_values_orjson_cannot_write_are_stored(db: Database) -> None:
         assert infinite == float("inf")
 
 
+def test_lone_surrogates_are_replaced_not_a_crash(db: Database) -> None:
+    """A lone surrogate (valid JSON "\\ud800", which json reads into a string no driver can encode)
+    becomes U+FFFD wherever it is, and the record is counted; before, the batch raised
+    UnicodeEncodeError on both backends."""
+    alert = {
+        "id": "s1",
+        "type": "t.x",
+        "title": "bad \ud800 title",
+        "details": {"k\udfff": ["ok", "x\udbff"], "n": 2**70},
+    }
+    clean = {"id": "s2", "type": "t.x", "title": "fine é"}
+    report = ingest_records(db, "s", "alerts", [alert, clean])
+    assert report.written["alerts"] == 2
+    assert report.weird["alerts.surrogate_replaced"] == 1
+    with db.session() as session:
+        stored = {a.alert_key: a for a in session.scalars(select(Alert))}
+    assert stored["s1"].title == "bad \ufffd title"
+    assert stored["s1"].details == {"k\ufffd": ["ok", "x\ufffd"], "n": 2**70}
+    assert stored["s2"].title == "fine é"
+    device = {"id": "mac:02:00:00:00:00:77", "hostname": "plc\ud83d"}
+    report = ingest_records(db, "s", "devices", [device])
+    assert report.weird["devices.surrogate_replaced"] == 1
+    with db.session() as session:
+        hostname = session.scalar(select(Device.hostname).where(Device.device_key == device["id"]))
+    assert hostname == "plc\ufffd"
+
+
 def test_bad_lines_of_alerts_jsonl_are_counted(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
