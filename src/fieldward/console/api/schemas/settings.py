@@ -46,7 +46,9 @@ class ForwardingPublic(OutputModel):
 
 class SettingsPublic(OutputModel):
     forwarding: ForwardingPublic
-    retention_days: int = Field(description="Days flows, events and closed alerts are kept")
+    retention_days: int = Field(
+        description="Days flows and protocol events are kept (alerts, closed ones included, are not deleted)"
+    )
     updated_by: str | None
     updated: dt.datetime | None
 

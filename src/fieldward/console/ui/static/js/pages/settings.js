@@ -126,7 +126,7 @@ function systemTab() {
       h("dt", null, "Target"), h("dd", { class: "mono" }, text(fwd.target)),
       h("dt", null, "Format"), h("dd", null, text(fwd.format)),
       h("dt", null, "Minimum severity"), h("dd", null, text(fwd.min_severity)),
-      h("dt", null, "Retention"), h("dd", null, current.retention_days ? `${current.retention_days} days (flows, events, closed alerts)` : "—"),
+      h("dt", null, "Retention"), h("dd", null, current.retention_days ? `${current.retention_days} days (flows and protocol events)` : "—"),
       h("dt", null, "Last changed"), h("dd", null, current.updated ? `${fmtTime(current.updated)} by ${text(current.updated_by)}` : "never"));
     const edit = async () => {
       const v = await dialog("Forwarding and retention", [
