@@ -649,6 +649,7 @@ def measure_pages(
             # The floor of the distinct mix: the SQL of a sample of its pages (see main).
             samples = requests[: 2 * len(paths)] if kind == "distinct" else paths
             statements = [captured[p] for p in samples]
+            used: list[float] = []  # CPU of the console's run (not measured beside a background ingest)
             if kind == "ingest":
                 assert ingest is not None
                 with ingest:
@@ -664,7 +665,7 @@ def measure_pages(
                 floor = asyncio.run(sql_load(args.dsn, statements, args.clients, args.seconds))
             print(api.line(f"{page} (console)"))
             sent = api.count if isinstance(api, WrkFigures) else len(api.latencies)
-            if kind != "ingest" and used[0] and sent:
+            if used and used[0] and sent:
                 print(
                     f"    CPU per request: console {used[0] / sent * 1e3:.2f} ms, PostgreSQL "
                     + (f"{used[1] / sent * 1e3:.2f} ms" if used[1] else "not measured (remote)")
@@ -691,7 +692,7 @@ def measure_pages(
             print(f"    {solo.p(0.5):7.1f} ms  {path}")
 
 
-def _proc_cpu(pid: int, children: bool = False) -> float:
+def proc_cpu_seconds(pid: int, children: bool = False) -> float:
     """CPU seconds (user + system) of process ``pid`` from ``/proc`` (with ``children``: plus those of
     its children that exited and were waited for: a PostgreSQL postmaster's finished backends)."""
     try:
@@ -705,8 +706,9 @@ def _proc_cpu(pid: int, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _processes(match: Callable[[list[bytes]], bool]) -> list[int]:
-    """Pids of the processes whose ``/proc/<pid>/stat`` fields (after the name) ``match``."""
+def find_processes(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Pids of the processes whose ``/proc/<pid>/stat`` fields ``match``: the name first (without its
+    parentheses), then the fields after it (state, ppid, pgrp, session...)."""
     found = []
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if entry.isdigit():
@@ -731,11 +733,12 @@ class CpuMeter:
         self.local_database = local_database
 
     def read(self) -> tuple[float, float, float]:
-        console = sum(_proc_cpu(pid) for pid in _processes(lambda f: f[4] == self.session))
+        console = sum(proc_cpu_seconds(pid) for pid in find_processes(lambda f: f[4] == self.session))
         database = 0.0
         if self.local_database:
             # postgres processes: the postmaster (its parent is not postgres) counts its children.
-            database = sum(_proc_cpu(pid, children=True) for pid in _processes(lambda f: f[0] == b"postgres"))
+            postgres = find_processes(lambda f: f[0] == b"postgres")
+            database = sum(proc_cpu_seconds(pid, children=True) for pid in postgres)
         return console, database, time.process_time()
 
 

@@ -59,6 +59,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.transport.conftest import write_folder  # noqa: E402
 
+from bench_console import find_processes, proc_cpu_seconds  # noqa: E402
 from fieldward.console.jetstream import JetStreamSensorClient, ensure_stream  # noqa: E402
 from fieldward.console.security import SENSOR_PREFIX, new_token  # noqa: E402
 from fieldward.console.sensor_client import PushReport, SensorClient  # noqa: E402
@@ -122,26 +123,12 @@ def _postgres_affinity(server: str) -> str:
     return _affinity(int(row[0])) if row else "?"
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (``/proc/<pid>/stat``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _postgres_cpu() -> dict[int, float]:
     """CPU seconds of each PostgreSQL process on the host (other users' queries included)."""
-    found: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    found[int(entry.name)] = _cpu_seconds(int(entry.name))
-            except OSError:
-                continue
-    return found
+    return {
+        pid: proc_cpu_seconds(pid)
+        for pid in find_processes(lambda fields: fields[0] in (b"postgres", b"postmaster"))
+    }
 
 
 def _postgres_cpu_since(before: dict[int, float]) -> float:
@@ -329,7 +316,7 @@ def measure_jetstream(
             for client in clients:
                 client.close()
             batches = sum(r.batches_spooled for r in reports)
-            cpu_before = [_cpu_seconds(process.pid) for process in processes]
+            cpu_before = [proc_cpu_seconds(process.pid) for process in processes]
             pg_before = _postgres_cpu()
             started = time.perf_counter()
             for process in processes:
@@ -343,7 +330,7 @@ def measure_jetstream(
                     raise SystemExit(f"only {done} of {batches} batches ingested after 30 min")
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
-            worker_cpu = sum(_cpu_seconds(p.pid) - b for p, b in zip(processes, cpu_before, strict=True))
+            worker_cpu = sum(proc_cpu_seconds(p.pid) - b for p, b in zip(processes, cpu_before, strict=True))
             pg_cpu = _postgres_cpu_since(pg_before)
     finally:
         for process in processes:
